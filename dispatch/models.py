@@ -33,6 +33,9 @@ class SkipReason(models.TextChoices):
     PAUSED = "paused", _("Reminders paused")
     BELOW_MINIMUM = "below_minimum", _("Total due below the minimum")
     INTERVAL_NOT_REACHED = "interval_not_reached", _("Reminder interval not reached")
+    # Informational: the debtor's letter for this business date already went out; invoices
+    # that appeared since then go in the next one.
+    ALREADY_SENT_TODAY = "already_sent_today", _("Letter already sent on this business date")
 
 
 class RunTrigger(models.TextChoices):
@@ -165,6 +168,7 @@ class EventKind(models.TextChoices):
     FAILED = "failed", _("Failed")
     INTERRUPTED = "interrupted", _("Interrupted mid-send")
     SUPERSEDED = "superseded", _("Superseded by a newer letter")
+    REQUEUED = "requeued", _("Requeued by staff")
 
 
 class DispatchEvent(models.Model):

@@ -1,0 +1,231 @@
+"""Run the nightly job now, synchronously, with the same services as the Celery tasks."""
+
+import datetime as dt
+import json
+from collections import defaultdict
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from dispatch.models import Dispatch, DispatchItem, DispatchStatus, RunTrigger, SkipReason
+from dispatch.selectors import (
+    DebtorDecision,
+    establishment_business_date,
+    establishment_plan_letters,
+)
+from dispatch.services import dispatch_send, run_execute
+from establishments.models import Establishment
+
+# Reasons that mean "fix this account"; the others are the normal cadence of the run.
+CONFIGURATION_REASONS = {
+    SkipReason.NO_SEND_MODE,
+    SkipReason.MISSING_EMAIL,
+    SkipReason.INVALID_EMAIL,
+    SkipReason.INTEGRATION_INACTIVE,
+    SkipReason.MISSING_EINVOICING_ID,
+    SkipReason.PAUSED,
+}
+
+
+def _decision_entry(establishment: Establishment, business_date: dt.date, d: DebtorDecision):
+    entry = {
+        "establishment": establishment.code,
+        "business_date": business_date.isoformat(),
+        "debtor": d.account_number,
+        "name": d.name,
+        "channel": "email",
+        "recipient": d.recipient,
+        "invoices": d.invoice_numbers,
+        "amount_due": str(d.total_due),
+        "currency": establishment.currency,
+    }
+    if d.reason:
+        entry["reason"] = str(d.reason)
+    return entry
+
+
+def _dispatch_entries(dispatches: list[Dispatch]) -> list[dict]:
+    numbers: dict[int, list[str]] = defaultdict(list)
+    for dispatch_id, number in (
+        DispatchItem.objects.filter(dispatch__in=dispatches)
+        .order_by("invoice__due_date", "invoice__number")
+        .values_list("dispatch_id", "invoice__number")
+    ):
+        numbers[dispatch_id].append(number)
+    entries = []
+    for d in dispatches:
+        entry = {
+            "establishment": d.establishment.code,
+            "business_date": d.business_date.isoformat(),
+            "debtor": d.debtor.account_number,
+            "name": d.debtor.name,
+            "channel": d.channel,
+            "recipient": d.recipient,
+            "invoices": numbers[d.pk],
+            "amount_due": str(d.total_due),
+            "currency": d.currency,
+            "dispatch_id": d.pk,
+            "status": d.status,
+        }
+        if d.status == DispatchStatus.SENT:
+            entry["message_id"] = d.message_id
+        else:
+            entry["error"] = d.last_error
+            entry["attempts"] = d.attempts
+            entry["next_attempt_at"] = d.next_attempt_at.isoformat() if d.next_attempt_at else None
+        entries.append(entry)
+    return entries
+
+
+class Command(BaseCommand):
+    help = (
+        "Send pending invoices now: plan each establishment's business date, write the "
+        "outbox and send every letter before returning."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--establishment", metavar="CODE", help="Only this establishment.")
+        parser.add_argument(
+            "--date",
+            metavar="YYYY-MM-DD",
+            help="Business date of every establishment processed, whatever the clock and "
+            "the send hour.",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Plan and print; write and send nothing."
+        )
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, **options):
+        business_date = None
+        if options["date"]:
+            try:
+                business_date = dt.date.fromisoformat(options["date"])
+            except ValueError as exc:
+                raise CommandError(
+                    f"--date: {options['date']!r} is not a YYYY-MM-DD date."
+                ) from exc
+        establishments = Establishment.objects.order_by("code")
+        if options["establishment"]:
+            establishments = establishments.filter(code=options["establishment"])
+            if not establishments.exists():
+                raise CommandError(f"No establishment with code {options['establishment']!r}.")
+
+        now = timezone.now()
+        report: dict = {
+            "dry_run": options["dry_run"],
+            "establishments": [],
+            "sent": [],
+            "skipped": [],
+            "failed": [],
+        }
+        for establishment in establishments:
+            report["establishments"].append(
+                self._process(establishment, business_date, now, options["dry_run"], report)
+            )
+
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            self._print_summary(report)
+
+    def _process(self, establishment, forced_date, now, dry_run, report) -> dict:
+        summary = {"code": establishment.code, "name": establishment.name}
+        if not establishment.auto_send_pending_invoices:
+            return {**summary, "processed": False, "note": "automatic sending is off"}
+        business_date = forced_date or establishment_business_date(
+            establishment=establishment, now=now
+        )
+        if business_date is None:
+            return {
+                **summary,
+                "processed": False,
+                "note": f"not due before {establishment.send_hour:02d}:00 "
+                f"({establishment.time_zone})",
+            }
+        summary.update(processed=True, business_date=business_date.isoformat())
+
+        if dry_run:
+            plan = establishment_plan_letters(
+                establishment=establishment, business_date=business_date
+            )
+            for d in plan.letters:
+                report["sent"].append(_decision_entry(establishment, business_date, d))
+            existing = Dispatch.objects.select_related("establishment", "debtor").filter(
+                pk__in=[d.existing_dispatch_id for d in plan.existing]
+            )
+            for entry in _dispatch_entries(list(existing)):
+                key = "failed" if entry["status"] == DispatchStatus.FAILED else "sent"
+                report[key].append(entry)
+        else:
+            outcome = run_execute(
+                establishment=establishment,
+                business_date=business_date,
+                trigger=RunTrigger.COMMAND,
+                enqueue=False,
+                now=now,
+            )
+            plan = outcome.plan
+            summary["run_id"] = outcome.run.pk
+            for dispatch_id in outcome.due_ids:
+                dispatch_send(dispatch_id=dispatch_id)
+            failed_today = [
+                d.existing_dispatch_id
+                for d in plan.existing
+                if d.existing_status == DispatchStatus.FAILED
+            ]
+            touched = (
+                Dispatch.objects.select_related("establishment", "debtor")
+                .filter(pk__in=[*outcome.due_ids, *failed_today])
+                .order_by("debtor__account_number", "business_date")
+            )
+            for entry in _dispatch_entries(list(touched)):
+                report["sent" if entry["status"] == DispatchStatus.SENT else "failed"].append(entry)
+        for d in plan.skips:
+            report["skipped"].append(_decision_entry(establishment, business_date, d))
+        return summary
+
+    def _print_summary(self, report: dict) -> None:
+        w = self.stdout.write
+        verb = "would send" if report["dry_run"] else "sent"
+        for est in report["establishments"]:
+            w(self.style.MIGRATE_HEADING(f"{est['name']} ({est['code']})"))
+            if not est["processed"]:
+                w(f"  not processed: {est['note']}")
+                continue
+            code = est["code"]
+            sent = [e for e in report["sent"] if e["establishment"] == code]
+            failed = [e for e in report["failed"] if e["establishment"] == code]
+            skipped = [e for e in report["skipped"] if e["establishment"] == code]
+            w(f"  business date {est['business_date']}")
+            w(self.style.SUCCESS(f"  {verb}: {len(sent)} letter(s)"))
+            for e in sent:
+                w(
+                    f"    {e['debtor']:<10} {e['name'][:40]:<40} {e['recipient']:<36} "
+                    f"{len(e['invoices'])} invoice(s) {e['amount_due']} {e['currency']}"
+                )
+            if failed:
+                w(self.style.ERROR(f"  failed: {len(failed)}"))
+                for e in failed:
+                    retry = f", next attempt {e['next_attempt_at']}" if e["next_attempt_at"] else ""
+                    w(
+                        f"    {e['debtor']:<10} {e['name'][:40]:<40} {e['status']}{retry}: {e['error']}"
+                    )
+            by_reason: dict[str, list[dict]] = defaultdict(list)
+            for e in skipped:
+                by_reason[e["reason"]].append(e)
+            w(f"  skipped: {len(skipped)}")
+            for reason in sorted(by_reason):
+                entries = by_reason[reason]
+                style = self.style.WARNING if reason in CONFIGURATION_REASONS else str
+                w(style(f"    {reason}: {len(entries)}"))
+                if reason in CONFIGURATION_REASONS or reason == SkipReason.BELOW_MINIMUM:
+                    for e in entries:
+                        w(
+                            f"      {e['debtor']:<10} {e['name'][:40]:<40} "
+                            f"{len(e['invoices'])} invoice(s) {e['amount_due']} {e['currency']}"
+                        )
+        w(
+            f"Total: {len(report['sent'])} {verb}, {len(report['failed'])} failed, "
+            f"{len(report['skipped'])} skipped."
+        )

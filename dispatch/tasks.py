@@ -1,0 +1,60 @@
+"""Thin Celery tasks: load by id, call a service, decide about retrying.
+
+Time limits come from CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT; the
+interrupted-send sweep relies on the hard limit to know that a claim is stale.
+"""
+
+import datetime as dt
+
+from celery import shared_task
+from django.utils import timezone
+
+from establishments.models import Establishment
+
+from .models import DispatchStatus, RunTrigger
+
+
+@shared_task(name="dispatch.run_due_establishments", ignore_result=True)
+def run_due_establishments_task() -> dict:
+    """Hourly (django-celery-beat): process each establishment whose send hour has passed."""
+    from .services import due_establishments_process
+
+    return due_establishments_process()
+
+
+@shared_task(name="dispatch.plan_establishment", ignore_result=True)
+def plan_establishment_task(establishment_id: int, business_date: str) -> None:
+    from .services import run_execute
+
+    establishment = Establishment.objects.get(pk=establishment_id)
+    run_execute(
+        establishment=establishment,
+        business_date=dt.date.fromisoformat(business_date),
+        trigger=RunTrigger.SCHEDULE,
+        enqueue=True,
+    )
+
+
+@shared_task(
+    bind=True,
+    name="dispatch.send_dispatch",
+    ignore_result=True,
+    # Transient failures are planned by the service (next_attempt_at) and retried here;
+    # the service marks the dispatch failed once MAX_SEND_ATTEMPTS is reached, so Celery
+    # itself never gives up silently.
+    max_retries=None,
+)
+def send_dispatch_task(self, dispatch_id: int) -> str:
+    from .services import dispatch_send
+
+    result = dispatch_send(dispatch_id=dispatch_id)
+    dispatch = result.dispatch
+    if (
+        result.attempted
+        and dispatch.status == DispatchStatus.RETRY
+        and dispatch.next_attempt_at
+        and not self.request.is_eager
+    ):
+        countdown = max(1, int((dispatch.next_attempt_at - timezone.now()).total_seconds()))
+        raise self.retry(countdown=countdown)
+    return dispatch.status
