@@ -100,12 +100,16 @@ STORAGES = {
 }
 
 # --- Email -----------------------------------------------------------------------------
-# EMAIL_URL: smtp://user:password@host:587/?tls=True, or filemail:///path for .eml files.
-EMAIL_URL = env.str("EMAIL_URL", default=f"filemail://{VAR_DIR / 'mail'}")
+# EMAIL_URL: smtp://user:password@host:587/?tls=True, or filemail:///var/mail for .eml files.
+EMAIL_URL = env.str("EMAIL_URL", default="filemail:///var/mail")
 vars().update(env.email_url_config(EMAIL_URL))
 if EMAIL_URL.startswith("filemail:"):
     # One standard .eml file per message instead of Django's concatenated .log files.
     EMAIL_BACKEND = "dispatch.mail.EmlFileBackend"
+    # django-environ drops the path's leading slash (filemail:///var/mail gives "var/mail"):
+    # read it relative to the project, not to whatever directory the process started in;
+    # filemail:////srv/mail (four slashes) stays absolute.
+    EMAIL_FILE_PATH = str(BASE_DIR / EMAIL_FILE_PATH)  # noqa: F821 (set by email_url_config)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="facturation@hotel-billing.localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
