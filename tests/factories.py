@@ -4,6 +4,7 @@ from decimal import Decimal
 import factory
 
 from debtors.models import DebtorAccount, SendMode
+from dispatch.models import Channel, Dispatch, DispatchItem, DispatchStatus
 from establishments.models import Establishment
 from invoicing.models import Invoice, InvoiceLine, InvoiceStatus, Payment
 
@@ -89,3 +90,39 @@ class PaymentFactory(factory.django.DjangoModelFactory):
     reference = factory.Sequence(lambda n: f"PAY{n:06d}")
     date = dt.date(2026, 11, 15)
     amount = Decimal("10.00")
+
+
+class DispatchFactory(factory.django.DjangoModelFactory):
+    """A planned letter. Its idempotency key follows the planner's scheme, so two dispatches
+    for the same debtor need two business dates, as in production."""
+
+    class Meta:
+        model = Dispatch
+
+    debtor = factory.SubFactory(DebtorAccountFactory)
+    establishment = factory.LazyAttribute(lambda o: o.debtor.establishment)
+    channel = Channel.EMAIL
+    business_date = dt.date(2026, 12, 3)
+    idempotency_key = factory.LazyAttribute(
+        lambda o: f"letter:{o.debtor.pk}:{o.business_date.isoformat()}"
+    )
+    status = DispatchStatus.PENDING
+    recipient = factory.LazyAttribute(lambda o: o.debtor.contact_email)
+    language = factory.LazyAttribute(lambda o: o.debtor.effective_language)
+    currency = factory.LazyAttribute(lambda o: o.establishment.currency)
+    total_due = Decimal("110.00")
+
+
+class DispatchItemFactory(factory.django.DjangoModelFactory):
+    """An invoice covered by a dispatch; by default its whole gross total is due and its
+    days overdue are counted from the dispatch's business date."""
+
+    class Meta:
+        model = DispatchItem
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    invoice = factory.SubFactory(InvoiceFactory, debtor=factory.SelfAttribute("..dispatch.debtor"))
+    amount_due = factory.LazyAttribute(lambda o: o.invoice.gross_total)
+    days_overdue = factory.LazyAttribute(
+        lambda o: max(0, (o.dispatch.business_date - o.invoice.due_date).days)
+    )
