@@ -51,6 +51,7 @@ class InvoiceFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Invoice
+        skip_postgeneration_save = True
 
     class Params:
         gross = Decimal("110.00")
