@@ -159,6 +159,9 @@ class DispatchItem(models.Model):
             models.CheckConstraint(condition=Q(amount_due__gt=ZERO), name="item_due_gt_0"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.invoice_id}: {self.amount_due}"
+
 
 class EventKind(models.TextChoices):
     PLANNED = "planned", _("Planned")
@@ -213,3 +216,6 @@ class SkippedDebtor(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "debtor"], name="skip_unique_debtor_per_run")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.debtor_id}: {self.reason}"

@@ -208,9 +208,8 @@ class Command(BaseCommand):
                 w(self.style.ERROR(f"  failed: {len(failed)}"))
                 for e in failed:
                     retry = f", next attempt {e['next_attempt_at']}" if e["next_attempt_at"] else ""
-                    w(
-                        f"    {e['debtor']:<10} {e['name'][:40]:<40} {e['status']}{retry}: {e['error']}"
-                    )
+                    who = f"{e['debtor']:<10} {e['name'][:40]:<40}"
+                    w(f"    {who} {e['status']}{retry}: {e['error']}")
             by_reason: dict[str, list[dict]] = defaultdict(list)
             for e in skipped:
                 by_reason[e["reason"]].append(e)
