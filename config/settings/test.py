@@ -27,3 +27,7 @@ CELERY_TASK_ALWAYS_EAGER = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BILLING = {**BILLING, "RETRY_BASE_SECONDS": 60}
 LANGUAGE_CODE = "fr"
+
+# Tests run without collectstatic: whitenoise looks files up per request instead of scanning
+# a STATIC_ROOT that does not exist (and warning about it at every request).
+WHITENOISE_AUTOREFRESH = True
