@@ -97,13 +97,17 @@ demo: system-deps install messages
 	@mkdir -p var
 	$(MANAGE) migrate --noinput
 	$(MANAGE) seed_demo
-	$(MANAGE) send_pending_invoices
 	@read -r kind where < <(DJANGO_SETTINGS_MODULE=config.settings.base $(PY) -c "$$MAIL_DESTINATION_PY"); \
+	count_eml() { find "$$where" -maxdepth 1 -name '*.eml' 2>/dev/null | wc -l; }; \
+	[[ $$kind == file ]] && before=$$(count_eml) || before=0; \
+	echo '$(MANAGE) send_pending_invoices'; \
+	$(MANAGE) send_pending_invoices; \
 	echo; \
 	echo "=== Demo ready ==="; \
 	case $$kind in \
-	    file) count=$$(find "$$where" -maxdepth 1 -name '*.eml' 2>/dev/null | wc -l); \
-	          echo "Emails: $$count .eml file(s) in $$where/ (open one in a mail client: HTML, text and the PDF letter)";; \
+	    file) total=$$(count_eml); \
+	          echo "Emails: $$((total - before)) new .eml file(s) in $$where/, $$total in all"; \
+	          echo "        (open one in a mail client: HTML and text bodies, the PDF letter attached)";; \
 	    smtp) echo "Emails: handed to the SMTP server at $$where (EMAIL_URL)";; \
 	    *)    echo "Emails: sent through $$where (EMAIL_URL)";; \
 	esac; \
