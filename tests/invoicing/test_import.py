@@ -369,5 +369,6 @@ def test_command_exit_status(tmp_path):
     )
     assert result.returncode == 1
     # The message is in the site's language (LANGUAGE_CODE, French); locations stay the same.
-    assert f'{path}: payments[0] (reference "X"): amount: ' in result.stderr
+    assert str(path) in result.stderr
+    assert 'payments[0] (reference "X"): amount: ' in result.stderr
     assert result.stdout == ""

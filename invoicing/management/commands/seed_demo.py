@@ -1,0 +1,61 @@
+import datetime as dt
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from establishments.models import Establishment
+from invoicing.demo import PARIS, demo_data
+from invoicing.importing import billing_data_import
+from invoicing.management.commands.import_billing_data import report_lines
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo-billing-2026"
+
+
+class Command(BaseCommand):
+    help = _(
+        "Load the demo hotels, debtors, invoices and payments (deterministic; running it "
+        "again duplicates nothing) and create the `demo` superuser."
+    )
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            existing = Establishment.objects.filter(code=PARIS).first()
+            # Invoice dates are relative to the day of the first seeding, which the demo
+            # establishment's creation records; reseeding them later would move every due
+            # date, so they are then left as they are.
+            seeded_at = timezone.now() if existing is None else existing.created_at
+            anchor = seeded_at.astimezone(dt.UTC).date()
+            report = billing_data_import(
+                data=demo_data(anchor=anchor, include_invoices=existing is None)
+            )
+            user_created = self._ensure_user()
+
+        self.stdout.write(_("Demo data (dates relative to %(anchor)s):") % {"anchor": anchor})
+        for line in report_lines(report):
+            self.stdout.write(line)
+        if existing is not None:
+            self.stdout.write(
+                _(
+                    "The demo was seeded before: its invoices and payments were left as they "
+                    "are. Establishments and debtors were upserted."
+                )
+            )
+        if user_created:
+            self.stdout.write(_("Created the superuser %(user)s.") % {"user": DEMO_USERNAME})
+        self.stdout.write(
+            _("Admin login: user %(user)s, password %(password)s")
+            % {"user": DEMO_USERNAME, "password": DEMO_PASSWORD}
+        )
+
+    def _ensure_user(self) -> bool:
+        User = get_user_model()
+        if User.objects.filter(username=DEMO_USERNAME).exists():
+            return False
+        User.objects.create_superuser(
+            username=DEMO_USERNAME, email="demo@hotel-billing.example", password=DEMO_PASSWORD
+        )
+        return True
