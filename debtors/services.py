@@ -28,9 +28,7 @@ def debtor_upsert(
         .first()
     )
     if debtor is None:
-        debtor = DebtorAccount(
-            establishment=establishment, account_number=account_number, **fields
-        )
+        debtor = DebtorAccount(establishment=establishment, account_number=account_number, **fields)
         debtor.full_clean()
         debtor.save()
         return debtor, True
