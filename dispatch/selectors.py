@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from debtors.models import SendMode
 from establishments.models import Establishment
-from invoicing.models import ZERO, Invoice
+from invoicing.models import ZERO, Invoice, cents
 
 from .models import Channel, Dispatch, DispatchItem, DispatchStatus, SkipReason
 
@@ -208,7 +208,7 @@ def establishment_plan_letters(
                 issue_date=row["issue_date"],
                 due_date=row["due_date"],
                 gross_total=row["gross_total"],
-                amount_due=row["amount_due"],
+                amount_due=cents(row["amount_due"]),
                 days_overdue=max(0, (business_date - row["due_date"]).days),
                 ever_sent=row["ever_sent"],
             )

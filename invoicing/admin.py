@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from invoicing.models import ZERO, Invoice, InvoiceLine, Payment
+from invoicing.models import ZERO, Invoice, InvoiceLine, Payment, cents
 
 
 def _recalculate(invoice: Invoice) -> None:
@@ -117,11 +117,13 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("amount paid"), ordering="amount_paid")
     def amount_paid(self, obj):
-        return getattr(obj, "amount_paid", None)
+        value = getattr(obj, "amount_paid", None)
+        return None if value is None else cents(value)
 
     @admin.display(description=_("amount due"), ordering="amount_due")
     def amount_due(self, obj):
-        return getattr(obj, "amount_due", None)
+        value = getattr(obj, "amount_due", None)
+        return None if value is None else cents(value)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not InvoiceLine:

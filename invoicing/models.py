@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Round
 from django.utils.translation import gettext_lazy as _
 
@@ -10,6 +10,11 @@ from establishments.models import currency_validator
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 ZERO = Decimal("0.00")
+
+
+def cents(value: Decimal) -> Decimal:
+    """Round a computed amount to cents (exact on PostgreSQL, needed on SQLite)."""
+    return Decimal(value).quantize(Decimal("0.01"))
 
 
 class InvoiceStatus(models.TextChoices):
@@ -29,9 +34,15 @@ class InvoiceQuerySet(models.QuerySet):
             .values("total")
         )
         money = DecimalField(**MONEY)
+        # SQLite computes this in floating point and Django gives it back as a 15-digit
+        # Decimal: readers quantize with `cents()` before using it.
         return self.annotate(
-            amount_paid=Coalesce(Subquery(paid, output_field=money), Value(ZERO), output_field=money)
-        ).annotate(amount_due=F("gross_total") - F("amount_paid"))
+            amount_paid=Coalesce(
+                Subquery(paid, output_field=money), Value(ZERO), output_field=money
+            )
+        ).annotate(
+            amount_due=ExpressionWrapper(F("gross_total") - F("amount_paid"), output_field=money)
+        )
 
     def pending(self):
         """Open, not disputed, with something left to pay (DESIGN.md, Rules of selection)."""
