@@ -13,7 +13,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from dispatch.models import (
     Dispatch,
@@ -336,10 +336,11 @@ def test_command_text_summary_names_skipped_accounts(hotel, debtor):
     )
     EstablishmentFactory(code="off", auto_send_pending_invoices=False)
     out = StringIO()
-    call_command("send_pending_invoices", "--date", D.isoformat(), stdout=out)
+    with translation.override("en"):
+        call_command("send_pending_invoices", "--date", D.isoformat(), stdout=out)
     text = out.getvalue()
     assert "sent: 1 letter(s)" in text
-    assert "invalid_email: 1" in text
+    assert "invalid_email (Invalid contact email): 1" in text
     assert "BAD1" in text and "Voyages Sans Adresse" in text
     assert "automatic sending is off" in text
     assert "Total: 1 sent, 0 failed, 1 skipped." in text

@@ -6,6 +6,8 @@ from collections import defaultdict
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from dispatch.models import Dispatch, DispatchItem, DispatchStatus, RunTrigger, SkipReason
 from dispatch.selectors import (
@@ -132,7 +134,7 @@ class Command(BaseCommand):
     def _process(self, establishment, forced_date, now, dry_run, report) -> dict:
         summary = {"code": establishment.code, "name": establishment.name}
         if not establishment.auto_send_pending_invoices:
-            return {**summary, "processed": False, "note": "automatic sending is off"}
+            return {**summary, "processed": False, "note": _("automatic sending is off")}
         business_date = forced_date or establishment_business_date(
             establishment=establishment, now=now
         )
@@ -140,8 +142,8 @@ class Command(BaseCommand):
             return {
                 **summary,
                 "processed": False,
-                "note": f"not due before {establishment.send_hour:02d}:00 "
-                f"({establishment.time_zone})",
+                "note": _("not due before %(hour)02d:00 (%(zone)s)")
+                % {"hour": establishment.send_hour, "zone": establishment.time_zone},
             }
         summary.update(processed=True, business_date=business_date.isoformat())
 
@@ -187,44 +189,63 @@ class Command(BaseCommand):
 
     def _print_summary(self, report: dict) -> None:
         w = self.stdout.write
-        verb = "would send" if report["dry_run"] else "sent"
+
+        def line(e: dict) -> str:
+            count = ngettext("%(n)d invoice", "%(n)d invoices", len(e["invoices"])) % {
+                "n": len(e["invoices"])
+            }
+            return (
+                f"{e['debtor']:<10} {e['name'][:38]:<38} {count:>12} "
+                f"{e['amount_due']:>12} {e['currency']}"
+            )
+
         for est in report["establishments"]:
             w(self.style.MIGRATE_HEADING(f"{est['name']} ({est['code']})"))
             if not est["processed"]:
-                w(f"  not processed: {est['note']}")
+                w("  " + _("not processed: %(note)s") % {"note": est["note"]})
                 continue
             code = est["code"]
             sent = [e for e in report["sent"] if e["establishment"] == code]
             failed = [e for e in report["failed"] if e["establishment"] == code]
             skipped = [e for e in report["skipped"] if e["establishment"] == code]
-            w(f"  business date {est['business_date']}")
-            w(self.style.SUCCESS(f"  {verb}: {len(sent)} letter(s)"))
+            w("  " + _("business date %(date)s") % {"date": est["business_date"]})
+            if report["dry_run"]:
+                heading = _("would send: %(count)d letter(s)")
+            else:
+                heading = _("sent: %(count)d letter(s)")
+            w(self.style.SUCCESS("  " + heading % {"count": len(sent)}))
             for e in sent:
-                w(
-                    f"    {e['debtor']:<10} {e['name'][:40]:<40} {e['recipient']:<36} "
-                    f"{len(e['invoices'])} invoice(s) {e['amount_due']} {e['currency']}"
-                )
+                w(f"    {line(e)}  {e['recipient']}")
             if failed:
-                w(self.style.ERROR(f"  failed: {len(failed)}"))
+                w(self.style.ERROR("  " + _("failed: %(count)d") % {"count": len(failed)}))
                 for e in failed:
-                    retry = f", next attempt {e['next_attempt_at']}" if e["next_attempt_at"] else ""
-                    who = f"{e['debtor']:<10} {e['name'][:40]:<40}"
-                    w(f"    {who} {e['status']}{retry}: {e['error']}")
+                    retry = (
+                        " " + _("(next attempt %(at)s)") % {"at": e["next_attempt_at"]}
+                        if e["next_attempt_at"]
+                        else ""
+                    )
+                    w(f"    {line(e)}  {e['status']}{retry}: {e['error']}")
             by_reason: dict[str, list[dict]] = defaultdict(list)
             for e in skipped:
                 by_reason[e["reason"]].append(e)
-            w(f"  skipped: {len(skipped)}")
+            w("  " + _("skipped: %(count)d") % {"count": len(skipped)})
             for reason in sorted(by_reason):
                 entries = by_reason[reason]
                 style = self.style.WARNING if reason in CONFIGURATION_REASONS else str
-                w(style(f"    {reason}: {len(entries)}"))
+                label = SkipReason(reason).label
+                w(style(f"    {reason} ({label}): {len(entries)}"))
                 if reason in CONFIGURATION_REASONS or reason == SkipReason.BELOW_MINIMUM:
                     for e in entries:
-                        w(
-                            f"      {e['debtor']:<10} {e['name'][:40]:<40} "
-                            f"{len(e['invoices'])} invoice(s) {e['amount_due']} {e['currency']}"
-                        )
+                        w(f"      {line(e)}")
+        if report["dry_run"]:
+            total = _("Total: %(sent)d to send, %(failed)d failed, %(skipped)d skipped.")
+        else:
+            total = _("Total: %(sent)d sent, %(failed)d failed, %(skipped)d skipped.")
         w(
-            f"Total: {len(report['sent'])} {verb}, {len(report['failed'])} failed, "
-            f"{len(report['skipped'])} skipped."
+            total
+            % {
+                "sent": len(report["sent"]),
+                "failed": len(report["failed"]),
+                "skipped": len(report["skipped"]),
+            }
         )
