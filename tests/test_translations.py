@@ -39,7 +39,7 @@ TRANSLATED_LANGUAGES = ("fr", "es")
 PLURAL_FORMS = {"fr": "nplurals=2; plural=(n > 1);", "es": "nplurals=2; plural=(n != 1);"}
 
 # printf-style named placeholders and str.format fields; a translation must keep them all.
-PLACEHOLDER = re.compile(r"%\((\w+)\)[sdif]|\{(\w+)\}")
+PLACEHOLDER = re.compile(r"%\((\w+)\)[-#0 +]*\d*(?:\.\d+)?[sdifr]|\{(\w+)\}")
 
 EXPECTED = {
     "fr": {
