@@ -1,6 +1,7 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from invoicing.models import ZERO, Invoice, InvoiceLine, Payment, cents
 
@@ -110,6 +111,44 @@ class InvoiceAdmin(admin.ModelAdmin):
         (_("Status"), {"fields": ["status", "disputed", "dispute_reason"]}),
         (_("History"), {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]
+
+    actions = ["approve_invoices"]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None:
+            return self.fieldsets
+        # A new invoice's status follows the establishment's review mode.
+        return [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f != "status"]})
+            for name, opts in self.fieldsets
+        ]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            from invoicing.services import invoice_initial_status
+
+            obj.status = invoice_initial_status(establishment=obj.establishment)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("Approve selected invoices (in review → open)"))
+    def approve_invoices(self, request, queryset):
+        from invoicing.services import InvoicingError, invoice_approve
+
+        approved = 0
+        for invoice in queryset:
+            try:
+                invoice_approve(invoice=invoice)
+            except InvoicingError as exc:
+                self.message_user(request, f"{invoice.number}: {exc}", messages.ERROR)
+            else:
+                approved += 1
+        if approved:
+            self.message_user(
+                request,
+                ngettext("%(count)d invoice approved.", "%(count)d invoices approved.", approved)
+                % {"count": approved},
+                messages.SUCCESS,
+            )
 
     def get_queryset(self, request):
         # Amounts are annotated in SQL so that the changelist makes no query per row.

@@ -30,6 +30,11 @@ class InvoicingError(Exception):
         self.field = field
 
 
+def invoice_initial_status(*, establishment) -> str:
+    """New invoices wait in review when the establishment asks for it (review mode)."""
+    return InvoiceStatus.REVIEW if establishment.review_mode else InvoiceStatus.OPEN
+
+
 def line_amounts(
     *, quantity: Decimal, unit_price: Decimal, vat_rate: Decimal
 ) -> tuple[Decimal, Decimal]:
@@ -176,7 +181,7 @@ def invoice_upsert(
         invoice = Invoice(
             establishment=establishment,
             number=number,
-            status=InvoiceStatus.REVIEW if establishment.review_mode else InvoiceStatus.OPEN,
+            status=invoice_initial_status(establishment=establishment),
         )
         paid = ZERO
     else:

@@ -643,3 +643,51 @@ def test_retry_now_requeues_failed_dispatches_and_reports_the_others(admin_clien
         message_levels.SUCCESS,
         "1 dispatch queued for a new attempt.",
     )
+
+
+def _new_invoice_post(debtor, number):
+    return {
+        "establishment": debtor.establishment.pk,
+        "debtor": debtor.pk,
+        "number": number,
+        "issue_date": "2026-11-01",
+        "due_date": "2026-12-01",
+        "currency": "EUR",
+        "lines-TOTAL_FORMS": "1",
+        "lines-INITIAL_FORMS": "0",
+        "lines-0-position": "1",
+        "lines-0-description": "Chambre",
+        "lines-0-quantity": "1",
+        "lines-0-unit_price": "90.00",
+        "lines-0-vat_rate": "10",
+        "payments-TOTAL_FORMS": "0",
+        "payments-INITIAL_FORMS": "0",
+    }
+
+
+@pytest.mark.parametrize(("review_mode", "expected"), [(True, "review"), (False, "open")])
+def test_a_new_invoice_follows_the_review_mode(admin_client, review_mode, expected):
+    debtor = DebtorAccountFactory(establishment__review_mode=review_mode)
+    add_page = admin_client.get(_url(Invoice, "add"))
+    assert 'name="status"' not in add_page.content.decode()
+    response = admin_client.post(_url(Invoice, "add"), _new_invoice_post(debtor, "FA-R-1"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Invoice.objects.get(number="FA-R-1").status == expected
+
+
+def test_the_approve_action_releases_invoices_from_review(admin_client):
+    in_review = InvoiceFactory(status=InvoiceStatus.REVIEW)
+    already_open = InvoiceFactory(status=InvoiceStatus.OPEN)
+    response = admin_client.post(
+        _url(Invoice, "changelist"),
+        {
+            "action": "approve_invoices",
+            "_selected_action": [in_review.pk, already_open.pk],
+        },
+        follow=True,
+    )
+    in_review.refresh_from_db()
+    assert in_review.status == InvoiceStatus.OPEN
+    texts = [str(m) for m in response.context["messages"]]
+    assert any(already_open.number in t for t in texts)
+    assert len(texts) == 2
