@@ -5,11 +5,22 @@ every skip and failure is visible, and offers "Retry now" through the dispatch s
 """
 
 from django.contrib import admin, messages
+from django.db.models import Case, IntegerField, Value, When
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from dispatch.models import Dispatch, DispatchEvent, DispatchItem, Run, SkippedDebtor, SkipReason
+from dispatch.models import (
+    CONFIGURATION_REASONS,
+    Dispatch,
+    DispatchEvent,
+    DispatchItem,
+    Run,
+    SkippedDebtor,
+    SkipReason,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -211,18 +222,53 @@ class DispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             )
 
 
+class NeedsFixingFilter(admin.SimpleListFilter):
+    title = _("needs fixing")
+    parameter_name = "needs_fixing"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("yes", _("Yes: the account's configuration")),
+            ("no", _("No: amounts and reminder cadence")),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(reason__in=CONFIGURATION_REASONS)
+        if self.value() == "no":
+            return queryset.exclude(reason__in=CONFIGURATION_REASONS)
+        return queryset
+
+
 @admin.register(SkippedDebtor)
 class SkippedDebtorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "debtor",
+        "fix_link",
         "establishment",
         "business_date",
         "reason",
         "invoice_count",
         "amount_due",
     ]
-    list_filter = ["reason", "run__establishment", "run__business_date"]
+    list_filter = [NeedsFixingFilter, "reason", "run__establishment", "run__business_date"]
     list_select_related = ["debtor", "run__establishment"]
+    # Accounts to fix first, newest runs first.
+    ordering = [
+        Case(
+            When(reason__in=CONFIGURATION_REASONS, then=Value(0)),
+            default=Value(1),
+            output_field=IntegerField(),
+        ).asc(),
+        "-run__business_date",
+        "debtor__name",
+    ]
+
+    @admin.display(description=_("debtor account"))
+    def fix_link(self, obj):
+        url = reverse("admin:debtors_debtoraccount_change", args=[obj.debtor_id])
+        return format_html('<a href="{}">{}</a>', url, _("Open the account"))
+
     search_fields = ["debtor__name", "debtor__account_number"]
     fields = ["run", "debtor", "reason", "invoice_count", "amount_due"]
     readonly_fields = fields

@@ -38,6 +38,19 @@ class SkipReason(models.TextChoices):
     ALREADY_SENT_TODAY = "already_sent_today", _("Letter already sent on this business date")
 
 
+# Reasons that mean "fix this account"; the others follow from amounts and the cadence.
+CONFIGURATION_REASONS = frozenset(
+    {
+        SkipReason.NO_SEND_MODE,
+        SkipReason.MISSING_EMAIL,
+        SkipReason.INVALID_EMAIL,
+        SkipReason.INTEGRATION_INACTIVE,
+        SkipReason.MISSING_EINVOICING_ID,
+        SkipReason.PAUSED,
+    }
+)
+
+
 class RunTrigger(models.TextChoices):
     SCHEDULE = "schedule", _("Schedule")
     COMMAND = "command", _("Command")

@@ -691,3 +691,23 @@ def test_the_approve_action_releases_invoices_from_review(admin_client):
     texts = [str(m) for m in response.context["messages"]]
     assert any(already_open.number in t for t in texts)
     assert len(texts) == 2
+
+
+def test_skipped_debtors_list_accounts_to_fix_first_and_filters_them(admin_client):
+    run = _RunFactory()
+    cadence = _SkippedDebtorFactory(
+        run=run, reason=SkipReason.INTERVAL_NOT_REACHED, debtor__name="Aaa Cadence"
+    )
+    to_fix = _SkippedDebtorFactory(
+        run=run, reason=SkipReason.INVALID_EMAIL, debtor__name="Zzz Bad Address"
+    )
+
+    page = admin_client.get(_url(SkippedDebtor, "changelist")).text
+    assert page.index("Zzz Bad Address") < page.index("Aaa Cadence")
+    fix_url = reverse("admin:debtors_debtoraccount_change", args=[to_fix.debtor_id])
+    assert fix_url in page
+
+    only_fix = admin_client.get(_url(SkippedDebtor, "changelist"), {"needs_fixing": "yes"}).text
+    assert "Zzz Bad Address" in only_fix and "Aaa Cadence" not in only_fix
+    no_fix = admin_client.get(_url(SkippedDebtor, "changelist"), {"needs_fixing": "no"}).text
+    assert cadence.debtor.name in no_fix and "Zzz Bad Address" not in no_fix

@@ -9,7 +9,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from dispatch.models import Dispatch, DispatchItem, DispatchStatus, RunTrigger, SkipReason
+from dispatch.models import (
+    CONFIGURATION_REASONS,
+    Dispatch,
+    DispatchItem,
+    DispatchStatus,
+    RunTrigger,
+    SkipReason,
+)
 from dispatch.selectors import (
     DebtorDecision,
     establishment_business_date,
@@ -17,16 +24,6 @@ from dispatch.selectors import (
 )
 from dispatch.services import dispatch_send, run_execute
 from establishments.models import Establishment
-
-# Reasons that mean "fix this account"; the others are the normal cadence of the run.
-CONFIGURATION_REASONS = {
-    SkipReason.NO_SEND_MODE,
-    SkipReason.MISSING_EMAIL,
-    SkipReason.INVALID_EMAIL,
-    SkipReason.INTEGRATION_INACTIVE,
-    SkipReason.MISSING_EINVOICING_ID,
-    SkipReason.PAUSED,
-}
 
 
 def _decision_entry(establishment: Establishment, business_date: dt.date, d: DebtorDecision):
