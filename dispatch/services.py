@@ -12,11 +12,12 @@ import datetime as dt
 import logging
 import smtplib
 import socket
+import time
 from dataclasses import dataclass
 from email.utils import make_msgid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -280,7 +281,29 @@ def _deliver(dispatch: Dispatch) -> None:
     message.send(fail_silently=False)
 
 
+# Once the message has left, its outcome must be recorded: a database hiccup at that
+# moment (a lock, a dropped connection) is retried in place this many times.
+SETTLE_ATTEMPTS = 5
+SETTLE_FIRST_PAUSE_SECONDS = 0.2
+
+
 def _settle(*, dispatch_id: int, claimed_at: dt.datetime, error: BaseException | None) -> Dispatch:
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            return _settle_once(dispatch_id=dispatch_id, claimed_at=claimed_at, error=error)
+        except (OperationalError, InterfaceError):
+            if attempt == SETTLE_ATTEMPTS:
+                # Left in `sending`: the interrupted-send sweep settles it and says why.
+                raise
+            logger.warning("dispatch %s: recording the outcome failed, retrying", dispatch_id)
+            connection.close()
+            time.sleep(SETTLE_FIRST_PAUSE_SECONDS * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _settle_once(
+    *, dispatch_id: int, claimed_at: dt.datetime, error: BaseException | None
+) -> Dispatch:
     with transaction.atomic():
         dispatch = Dispatch.objects.select_for_update().get(pk=dispatch_id)
         if dispatch.status != DispatchStatus.SENDING or dispatch.claimed_at != claimed_at:

@@ -7,6 +7,7 @@ interrupted-send sweep relies on the hard limit to know that a claim is stale.
 import datetime as dt
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from establishments.models import Establishment
@@ -22,7 +23,17 @@ def run_due_establishments_task() -> dict:
     return due_establishments_process()
 
 
-@shared_task(name="dispatch.plan_establishment", ignore_result=True)
+# Database hiccups (a lock, a failover) are worth a few tries; planning is idempotent.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="dispatch.plan_establishment", ignore_result=True, **DATABASE_RETRY)
 def plan_establishment_task(establishment_id: int, business_date: str) -> None:
     from .services import run_execute
 
@@ -39,10 +50,17 @@ def plan_establishment_task(establishment_id: int, business_date: str) -> None:
     bind=True,
     name="dispatch.send_dispatch",
     ignore_result=True,
-    # Transient failures are planned by the service (next_attempt_at) and retried here;
-    # the service marks the dispatch failed once MAX_SEND_ATTEMPTS is reached, so Celery
-    # itself never gives up silently.
-    max_retries=None,
+    # Send failures are planned by the service (next_attempt_at) and retried here; the
+    # service marks the dispatch failed once MAX_SEND_ATTEMPTS is reached. Database errors
+    # retry the task: before the claim nothing was sent, after it the claim refuses a
+    # second send.
+    # A hard cap on Celery's own retries of one message; a dispatch still waiting after
+    # that is enqueued again by the hourly sweep.
+    max_retries=20,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
 )
 def send_dispatch_task(self, dispatch_id: int) -> str:
     from .services import dispatch_send

@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 from django.core import mail
+from django.core.mail.backends import locmem
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -414,3 +415,58 @@ def test_periodic_task_is_installed_in_the_database_scheduler():
     assert (task.crontab.minute, task.crontab.hour) == ("5", "*")
     call_command("setup_periodic_tasks", stdout=StringIO())
     assert PeriodicTask.objects.filter(task="dispatch.run_due_establishments").count() == 1
+
+
+class _LockedWhileSendingBackend(locmem.EmailBackend):
+    """The real in-memory backend, which lets a test act at the moment of sending."""
+
+    on_send = None
+
+    def send_messages(self, messages):
+        sent = super().send_messages(messages)
+        hook = type(self).on_send
+        if hook:
+            hook()
+        return sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcome_is_recorded_even_if_the_database_refuses_at_first(settings, caplog):
+    """The message left; a lock timeout while recording it is retried, not lost."""
+    settings.EMAIL_BACKEND = f"{__name__}._LockedWhileSendingBackend"
+    hotel = EstablishmentFactory(code="locky")
+    InvoiceFactory(debtor__establishment=hotel)
+    dispatch = plan_one(hotel)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_row_lock():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                Dispatch.objects.select_for_update().get(pk=dispatch.pk)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_row_lock)
+
+    def on_send():
+        holder.start()
+        assert locked.wait(timeout=10)
+        # Let go after the first attempt to record the outcome has timed out.
+        threading.Timer(0.6, release.set).start()
+
+    _LockedWhileSendingBackend.on_send = on_send
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    try:
+        result = dispatch_send(dispatch_id=dispatch.pk)
+    finally:
+        _LockedWhileSendingBackend.on_send = None
+        release.set()
+        holder.join(timeout=10)
+    assert result.dispatch.status == DispatchStatus.SENT
+    assert "recording the outcome failed, retrying" in caplog.text
+    assert len(mail.outbox) == 1
