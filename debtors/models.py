@@ -15,6 +15,8 @@ class SendMode(models.TextChoices):
 
     NONE = "none", _("None")
     EMAIL = "email", _("Email")
+    # Paired with `DebtorAccount.integration`; forms show the integration's name instead.
+    EINVOICING = "einvoicing", _("E-invoicing")
 
 
 class DebtorAccountQuerySet(models.QuerySet):
@@ -42,6 +44,14 @@ class DebtorAccount(models.Model):
     )
     send_mode = models.CharField(
         _("send mode"), max_length=40, choices=SendMode.choices, default=SendMode.NONE
+    )
+    integration = models.ForeignKey(
+        "dispatch.Integration",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="debtors",
+        verbose_name=_("e-invoicing integration"),
     )
     language = models.CharField(
         _("language"),
@@ -94,6 +104,11 @@ class DebtorAccount(models.Model):
             models.CheckConstraint(
                 condition=models.Q(paused_until__isnull=True) | ~models.Q(pause_reason=""),
                 name="debtor_pause_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(send_mode="einvoicing", integration__isnull=False)
+                | (~models.Q(send_mode="einvoicing") & models.Q(integration__isnull=True)),
+                name="debtor_einvoicing_has_integration",
             ),
         ]
 

@@ -154,6 +154,23 @@ BILLING = {
     "RETRY_MAX_SECONDS": env.int("RETRY_MAX_SECONDS", default=3600),
 }
 
+# Fernet keys that encrypt integration credentials at rest, newest first (rotation: put
+# the new key first, keep the old ones until `manage.py rotate_credentials` has run).
+# The demo derives one from SECRET_KEY; production must set them.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS and not DEBUG:
+    raise environ.ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DEBUG is off.")
+
+# E-invoicing platforms: HTTP timeouts (connect, read) in seconds, and where the sandbox
+# connector writes documents when an integration names no folder.
+EINVOICING_HTTP_TIMEOUT = (
+    env.float("EINVOICING_CONNECT_TIMEOUT", default=5.0),
+    env.float("EINVOICING_READ_TIMEOUT", default=30.0),
+)
+EINVOICING_SANDBOX_DIR = env.str("EINVOICING_SANDBOX_DIR", default=str(VAR_DIR / "einvoices"))
+# Webhook signatures older or newer than this are refused (replay protection).
+WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
