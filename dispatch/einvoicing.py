@@ -5,8 +5,10 @@ from collections.abc import Iterable
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
-from dispatch.connectors.base import StatusUpdate
+from dispatch.connectors import connector_for
+from dispatch.connectors.base import ConfigurationError, StatusUpdate, SubmitReceipt
 from dispatch.models import (
     Channel,
     Dispatch,
@@ -17,6 +19,7 @@ from dispatch.models import (
     LifecycleCode,
     LifecycleEvent,
 )
+from invoicing.models import InvoiceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,104 @@ def lifecycle_record(
         dispatch.save(update_fields=fields)
         stored.append(update)
     return stored
+
+
+class IntegrationUnavailable(ConfigurationError):
+    """The dispatch's integration was deactivated after planning: nothing is sent."""
+
+
+def einvoice_deliver(*, dispatch: Dispatch) -> SubmitReceipt:
+    """Build, validate and submit one e-invoice; raise what the sender must act on.
+
+    After an earlier attempt ended in a timeout whose outcome is unknown, the platform is
+    asked first whether it has the document, so that it is never submitted twice.
+    """
+    from dispatch.documents.einvoice import einvoice_build
+
+    integration = dispatch.integration
+    if integration is None or not integration.active:
+        raise IntegrationUnavailable(
+            f"integration {integration} is not active: the invoice was not submitted"
+        )
+    invoice = dispatch.items.select_related("invoice").get().invoice
+    document = einvoice_build(
+        invoice=invoice,
+        document_format=integration.document_format,
+        tracking_id=dispatch.tracking_id,
+    )
+    Dispatch.objects.filter(pk=dispatch.pk).update(document_sha256=document.sha256)
+    connector = connector_for(integration)
+    if dispatch.outcome_unknown:
+        receipt = connector.find_submission(document, dispatch_id=dispatch.pk)
+        DispatchEvent.objects.create(
+            dispatch=dispatch,
+            kind=EventKind.CHECKED,
+            message=(
+                f"the platform has it as {receipt.platform_ref}: not submitted again"
+                if receipt
+                else "the platform does not have it: submitting"
+            ),
+        )
+        if receipt is not None:
+            return receipt
+    return connector.submit(document, dispatch_id=dispatch.pk)
+
+
+# Statuses after which nothing more is expected from the platform.
+FINAL_CODES = {LifecycleCode.REFUSED, LifecycleCode.CASHED, LifecycleCode.REJECTED}
+
+
+def einvoice_poll(*, integration: Integration) -> int:
+    """Read the platform's statuses for our open submissions; returns how many were stored."""
+    refs = list(
+        Dispatch.objects.filter(
+            integration=integration,
+            channel=Channel.EINVOICE,
+            status=DispatchStatus.SENT,
+        )
+        .exclude(lifecycle_code__in=FINAL_CODES)
+        .exclude(platform_ref="")
+        .values_list("platform_ref", flat=True)
+    )
+    connector = connector_for(integration)
+    updates = connector.fetch_statuses(platform_refs=refs)
+    stored = lifecycle_record(
+        integration=integration, updates=updates, source=LifecycleEvent.Source.POLL
+    )
+    # Acknowledged only once stored (committed), so nothing is lost if we stop between.
+    for update in stored:
+        connector.acknowledge(update)
+    return len(stored)
+
+
+def einvoice_report_cashed(*, invoice_id: int) -> int:
+    """An invoice sent as an e-invoice is paid: tell the platforms that accept it (212)."""
+    reported = 0
+    dispatches = Dispatch.objects.select_related("integration").filter(
+        channel=Channel.EINVOICE,
+        status=DispatchStatus.SENT,
+        items__invoice_id=invoice_id,
+        items__invoice__status=InvoiceStatus.PAID,
+    )
+    for dispatch in dispatches.exclude(lifecycle_code=LifecycleCode.CASHED):
+        connector = connector_for(dispatch.integration)
+        if not connector.accepts_status_reports:
+            continue
+        connector.report_status(
+            platform_ref=dispatch.platform_ref,
+            tracking_id=dispatch.tracking_id,
+            code=LifecycleCode.CASHED,
+        )
+        with transaction.atomic():
+            LifecycleEvent.objects.create(
+                dispatch=dispatch,
+                code=LifecycleCode.CASHED,
+                source=LifecycleEvent.Source.LOCAL,
+                occurred_at=timezone.now(),
+                message="invoice paid in full",
+            )
+            Dispatch.objects.filter(pk=dispatch.pk).update(
+                lifecycle_code=LifecycleCode.CASHED, updated_at=timezone.now()
+            )
+        reported += 1
+    return reported

@@ -13,6 +13,17 @@ PERIODIC_TASKS = {
         "dispatch.run_due_establishments",
         {"minute": "5", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
     ),
+    # Lifecycle statuses of submitted e-invoices (Bavel inbox, AFNOR flows, sandbox).
+    "Statuts des factures électroniques (toutes les 15 minutes)": (
+        "dispatch.poll_einvoice_statuses",
+        {
+            "minute": "*/15",
+            "hour": "*",
+            "day_of_week": "*",
+            "day_of_month": "*",
+            "month_of_year": "*",
+        },
+    ),
 }
 
 

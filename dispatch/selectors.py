@@ -34,6 +34,11 @@ def letter_idempotency_key(*, debtor_id: int, business_date: dt.date) -> str:
     return f"letter:{debtor_id}:{business_date.isoformat()}"
 
 
+def einvoice_idempotency_key(*, integration_id: int, invoice_id: int) -> str:
+    """Each invoice is submitted once per integration, whatever the number of runs."""
+    return f"einvoice:{integration_id}:{invoice_id}"
+
+
 def establishment_business_date(
     *, establishment: Establishment, now: dt.datetime | None = None
 ) -> dt.date | None:
@@ -74,6 +79,17 @@ class DebtorDecision:
     # The outbox row of this debtor for the business date, when one exists already.
     existing_dispatch_id: int | None = None
     existing_status: str = ""
+    # E-invoicing debtors: their integration, and the invoices to submit tonight.
+    send_mode: str = ""
+    integration_id: int | None = None
+    provider: str = ""
+    einvoicing_id: str = ""
+    submissions: list[PendingInvoice] = field(default_factory=list)
+
+    @property
+    def channel_label(self) -> str:
+        """`email`, or the provider of the e-invoicing integration."""
+        return self.provider if self.send_mode == SendMode.EINVOICING else "email"
 
     @property
     def total_due(self) -> Decimal:
@@ -92,6 +108,12 @@ class EstablishmentPlan:
     skips: list[DebtorDecision]
     # Letters due whose dispatch for this date exists and is not sent yet (to send or report).
     existing: list[DebtorDecision]
+    # E-invoicing debtors with invoices never submitted to their integration.
+    submitters: list[DebtorDecision] = field(default_factory=list)
+
+    @property
+    def submission_count(self) -> int:
+        return sum(len(d.submissions) for d in self.submitters)
 
 
 def _is_valid_email(value: str) -> bool:
@@ -134,9 +156,30 @@ def _pending_rows(*, establishment: Establishment, business_date: dt.date) -> It
             "debtor__send_mode",
             "debtor__language",
             "debtor__paused_until",
+            "debtor__einvoicing_id",
+            "debtor__integration_id",
+            "debtor__integration__active",
+            "debtor__integration__establishment_id",
+            "debtor__integration__provider",
         )
         .iterator(chunk_size=STREAM_CHUNK_SIZE)
     )
+
+
+def _reminder_due(decision: DebtorDecision, *, establishment, business_date) -> bool:
+    """Some invoice is overdue and the last letter is at least the interval old."""
+    has_overdue = any(i.days_overdue > 0 for i in decision.invoices)
+    last = decision.last_letter_date
+    interval = establishment.reminder_interval_days
+    return has_overdue and (last is None or (business_date - last).days >= interval)
+
+
+def _email_problem(decision: DebtorDecision) -> str | None:
+    if not decision.recipient:
+        return SkipReason.MISSING_EMAIL
+    if not _is_valid_email(decision.recipient):
+        return SkipReason.INVALID_EMAIL
+    return None
 
 
 def _decide(
@@ -149,28 +192,40 @@ def _decide(
     """Apply the rules of selection (DESIGN.md) in a fixed order; the first that fails wins.
 
     Configuration problems come before amounts and cadence, so the accountants' check
-    shows what to fix even on small balances.
+    shows what to fix even on small balances. E-invoicing debtors get each invoice
+    submitted once, and the remittance letter as an overdue reminder at the same cadence
+    as email debtors.
     """
     paused_until = row["debtor__paused_until"]
+    send_mode = row["debtor__send_mode"]
     if paused_until is not None and paused_until >= business_date:
         decision.reason = SkipReason.PAUSED
-    elif row["debtor__send_mode"] != SendMode.EMAIL:
+    elif send_mode == SendMode.EINVOICING:
+        if not row["debtor__integration__active"] or (
+            row["debtor__integration__establishment_id"] != establishment.pk
+        ):
+            decision.reason = SkipReason.INTEGRATION_INACTIVE
+        elif not decision.einvoicing_id:
+            decision.reason = SkipReason.MISSING_EINVOICING_ID
+        elif _reminder_due(decision, establishment=establishment, business_date=business_date):
+            if problem := _email_problem(decision):
+                decision.reason = problem
+            elif decision.total_due < establishment.minimum_amount:
+                decision.reason = SkipReason.BELOW_MINIMUM
+            else:
+                decision.cause = "reminder"
+        else:
+            decision.reason = SkipReason.INTERVAL_NOT_REACHED
+    elif send_mode != SendMode.EMAIL:
         decision.reason = SkipReason.NO_SEND_MODE
-    elif not decision.recipient:
-        decision.reason = SkipReason.MISSING_EMAIL
-    elif not _is_valid_email(decision.recipient):
-        decision.reason = SkipReason.INVALID_EMAIL
+    elif problem := _email_problem(decision):
+        decision.reason = problem
     elif decision.total_due < establishment.minimum_amount:
         decision.reason = SkipReason.BELOW_MINIMUM
     else:
-        has_new = any(not i.ever_sent for i in decision.invoices)
-        has_overdue = any(i.days_overdue > 0 for i in decision.invoices)
-        last = decision.last_letter_date
-        interval = establishment.reminder_interval_days
-        reminder_due = has_overdue and (last is None or (business_date - last).days >= interval)
-        if has_new:
+        if any(not i.ever_sent for i in decision.invoices):
             decision.cause = "new_invoices"
-        elif reminder_due:
+        elif _reminder_due(decision, establishment=establishment, business_date=business_date):
             decision.cause = "reminder"
         else:
             decision.reason = SkipReason.INTERVAL_NOT_REACHED
@@ -198,6 +253,10 @@ def establishment_plan_letters(
                 recipient=row["debtor__contact_email"].strip(),
                 language=row["debtor__language"] or establishment.language,
                 last_letter_date=row["last_letter_date"],
+                send_mode=row["debtor__send_mode"],
+                integration_id=row["debtor__integration_id"],
+                provider=row["debtor__integration__provider"] or "",
+                einvoicing_id=(row["debtor__einvoicing_id"] or "").strip(),
             )
             decisions[debtor_id] = decision
             first_rows[debtor_id] = row
@@ -224,6 +283,17 @@ def establishment_plan_letters(
             business_date=business_date,
         )
         (skips if decision.reason else letters).append(decision)
+
+    submitters = _plan_submissions(decisions.values(), establishment=establishment)
+    served = {d.debtor_id for d in submitters}
+    # A debtor whose invoices go out as e-invoices tonight is served, even without a
+    # reminder; a reminder it cannot get for a configuration problem stays visible.
+    skips = [
+        d
+        for d in skips
+        if d.debtor_id not in served
+        or d.reason in (SkipReason.MISSING_EMAIL, SkipReason.INVALID_EMAIL)
+    ]
 
     # A letter already in the outbox for this date is never planned twice.
     by_key = {
@@ -253,7 +323,39 @@ def establishment_plan_letters(
         letters=new_letters,
         skips=skips,
         existing=existing,
+        submitters=submitters,
     )
+
+
+def _plan_submissions(decisions, *, establishment: Establishment) -> list[DebtorDecision]:
+    """E-invoicing debtors in good standing: their invoices never submitted to the integration."""
+    eligible = [
+        d
+        for d in decisions
+        if d.send_mode == SendMode.EINVOICING
+        and d.reason
+        not in (
+            SkipReason.PAUSED,
+            SkipReason.INTEGRATION_INACTIVE,
+            SkipReason.MISSING_EINVOICING_ID,
+        )
+    ]
+    by_key = {
+        einvoice_idempotency_key(integration_id=d.integration_id, invoice_id=i.invoice_id): (d, i)
+        for d in eligible
+        for i in d.invoices
+    }
+    submitted: set[str] = set()
+    for keys in _batched(list(by_key)):
+        submitted.update(
+            Dispatch.objects.filter(idempotency_key__in=keys).values_list(
+                "idempotency_key", flat=True
+            )
+        )
+    for key, (decision, invoice) in by_key.items():
+        if key not in submitted:
+            decision.submissions.append(invoice)
+    return [d for d in eligible if d.submissions]
 
 
 def dispatch_ids_due(

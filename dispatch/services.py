@@ -13,6 +13,7 @@ import logging
 import smtplib
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from email.utils import make_msgid
 
@@ -23,6 +24,13 @@ from django.utils import timezone
 
 from establishments.models import Establishment
 
+from .connectors.base import (
+    ConnectorError,
+    OutcomeUnknown,
+    RejectedError,
+    SubmitReceipt,
+    TransientError,
+)
 from .models import (
     SENDABLE_STATUSES,
     Channel,
@@ -31,6 +39,8 @@ from .models import (
     DispatchItem,
     DispatchStatus,
     EventKind,
+    LifecycleCode,
+    LifecycleEvent,
     Run,
     RunTrigger,
     SkippedDebtor,
@@ -39,6 +49,7 @@ from .selectors import (
     BATCH_SIZE,
     EstablishmentPlan,
     dispatch_ids_due,
+    einvoice_idempotency_key,
     establishment_plan_letters,
     letter_idempotency_key,
 )
@@ -139,6 +150,39 @@ def run_execute(
             for dispatch, decision in zip(dispatches, plan.letters, strict=True)
             for invoice in decision.invoices
         ]
+        submissions = [
+            Dispatch(
+                establishment=establishment,
+                debtor_id=decision.debtor_id,
+                run=run,
+                channel=Channel.EINVOICE,
+                integration_id=decision.integration_id,
+                business_date=business_date,
+                idempotency_key=einvoice_idempotency_key(
+                    integration_id=decision.integration_id, invoice_id=invoice.invoice_id
+                ),
+                recipient=decision.einvoicing_id,
+                language=decision.language,
+                currency=establishment.currency,
+                total_due=invoice.amount_due,
+                tracking_id=uuid.uuid4().hex,
+            )
+            for decision in plan.submitters
+            for invoice in decision.submissions
+        ]
+        Dispatch.objects.bulk_create(submissions, batch_size=BATCH_SIZE)
+        submitted_invoices = [
+            (decision, invoice) for decision in plan.submitters for invoice in decision.submissions
+        ]
+        items += [
+            DispatchItem(
+                dispatch=dispatch,
+                invoice_id=invoice.invoice_id,
+                amount_due=invoice.amount_due,
+                days_overdue=invoice.days_overdue,
+            )
+            for dispatch, (_decision, invoice) in zip(submissions, submitted_invoices, strict=True)
+        ]
         DispatchItem.objects.bulk_create(items, batch_size=BATCH_SIZE)
 
         events = [
@@ -148,6 +192,14 @@ def run_execute(
                 message=f"{decision.cause}: {len(decision.invoices)} invoice(s)",
             )
             for dispatch, decision in zip(dispatches, plan.letters, strict=True)
+        ]
+        events += [
+            DispatchEvent(
+                dispatch=dispatch,
+                kind=EventKind.PLANNED,
+                message=f"e-invoice {invoice.number} to {decision.provider}",
+            )
+            for dispatch, (decision, invoice) in zip(submissions, submitted_invoices, strict=True)
         ]
         events += _supersede_older(
             debtor_ids=[d.debtor_id for d in plan.letters], business_date=business_date
@@ -170,7 +222,7 @@ def run_execute(
         by_reason: dict[str, int] = {}
         for decision in plan.skips:
             by_reason[decision.reason] = by_reason.get(decision.reason, 0) + 1
-        run.planned_count = len(dispatches)
+        run.planned_count = len(dispatches) + len(submissions)
         run.skipped_count = len(plan.skips)
         run.skipped_by_reason = dict(sorted(by_reason.items()))
         run.finished_at = timezone.now()
@@ -219,8 +271,10 @@ def _is_transient(exc: BaseException) -> bool:
         return bool(codes) and all(400 <= code < 500 for code in codes)
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500 or exc.smtp_code < 0
-    if isinstance(exc, TransientSendError | smtplib.SMTPServerDisconnected):
+    if isinstance(exc, TransientSendError | TransientError | smtplib.SMTPServerDisconnected):
         return True
+    if isinstance(exc, ConnectorError):
+        return False
     return isinstance(exc, socket.timeout | TimeoutError | ConnectionError | OSError)
 
 
@@ -270,7 +324,12 @@ def _claim(*, dispatch_id: int, now: dt.datetime) -> Dispatch | None:
     return dispatch
 
 
-def _deliver(dispatch: Dispatch) -> None:
+def _deliver(dispatch: Dispatch) -> SubmitReceipt | None:
+    if dispatch.channel == Channel.EINVOICE:
+        from .einvoicing import einvoice_deliver
+
+        return einvoice_deliver(dispatch=dispatch)
+
     from .documents.letter import letter_build_email, letter_data_from_dispatch, letter_render_pdf
 
     data = letter_data_from_dispatch(dispatch=dispatch)
@@ -279,6 +338,7 @@ def _deliver(dispatch: Dispatch) -> None:
         data=data, pdf=pdf, recipient=dispatch.recipient, message_id=dispatch.message_id
     )
     message.send(fail_silently=False)
+    return None
 
 
 # Once the message has left, its outcome must be recorded: a database hiccup at that
@@ -287,10 +347,18 @@ SETTLE_ATTEMPTS = 5
 SETTLE_FIRST_PAUSE_SECONDS = 0.2
 
 
-def _settle(*, dispatch_id: int, claimed_at: dt.datetime, error: BaseException | None) -> Dispatch:
+def _settle(
+    *,
+    dispatch_id: int,
+    claimed_at: dt.datetime,
+    error: BaseException | None,
+    receipt: SubmitReceipt | None = None,
+) -> Dispatch:
     for attempt in range(1, SETTLE_ATTEMPTS + 1):
         try:
-            return _settle_once(dispatch_id=dispatch_id, claimed_at=claimed_at, error=error)
+            return _settle_once(
+                dispatch_id=dispatch_id, claimed_at=claimed_at, error=error, receipt=receipt
+            )
         except (OperationalError, InterfaceError):
             if attempt == SETTLE_ATTEMPTS:
                 # Left in `sending`: the interrupted-send sweep settles it and says why.
@@ -302,25 +370,62 @@ def _settle(*, dispatch_id: int, claimed_at: dt.datetime, error: BaseException |
 
 
 def _settle_once(
-    *, dispatch_id: int, claimed_at: dt.datetime, error: BaseException | None
+    *,
+    dispatch_id: int,
+    claimed_at: dt.datetime,
+    error: BaseException | None,
+    receipt: SubmitReceipt | None,
 ) -> Dispatch:
+    from .documents.einvoice import DocumentInvalid
+
     with transaction.atomic():
         dispatch = Dispatch.objects.select_for_update().get(pk=dispatch_id)
         if dispatch.status != DispatchStatus.SENDING or dispatch.claimed_at != claimed_at:
             # Settled by someone else meanwhile (the interrupted-send sweep): keep theirs.
             return dispatch
         now = timezone.now()
+        fields = ["status", "sent_at", "last_error", "next_attempt_at", "updated_at"]
         if error is None:
             dispatch.status = DispatchStatus.SENT
             dispatch.sent_at = now
             dispatch.last_error = ""
-            _event(dispatch, EventKind.SENT, f"to {dispatch.recipient}")
+            if receipt is not None:
+                dispatch.platform_ref = receipt.platform_ref[:255]
+                dispatch.outcome_unknown = False
+                fields += ["platform_ref", "outcome_unknown", "lifecycle_code", "document_sha256"]
+                code = receipt.code or LifecycleCode.DEPOSITED
+                dispatch.lifecycle_code = code
+                LifecycleEvent.objects.create(
+                    dispatch=dispatch,
+                    code=code,
+                    source=LifecycleEvent.Source.SUBMISSION,
+                    occurred_at=now,
+                    message=receipt.message[:2000],
+                )
+                _event(
+                    dispatch, EventKind.SENT, f"to {dispatch.integration} as {receipt.platform_ref}"
+                )
+            else:
+                _event(dispatch, EventKind.SENT, f"to {dispatch.recipient}")
         else:
             detail = f"{type(error).__name__}: {error}"
             dispatch.last_error = detail[:2000]
-            if _is_transient(error) and dispatch.attempts < _billing("MAX_SEND_ATTEMPTS"):
+            if isinstance(error, RejectedError):
+                dispatch.status = DispatchStatus.REJECTED
+                _event(dispatch, EventKind.REJECTED, detail)
+            elif isinstance(error, DocumentInvalid):
+                dispatch.status = DispatchStatus.FAILED
+                _event(dispatch, EventKind.INVALID, detail)
+            elif _is_transient(error) and dispatch.attempts < _billing("MAX_SEND_ATTEMPTS"):
                 dispatch.status = DispatchStatus.RETRY
-                dispatch.next_attempt_at = now + retry_delay(dispatch.attempts)
+                delay = retry_delay(dispatch.attempts)
+                retry_after = getattr(error, "retry_after", None)
+                if retry_after:
+                    delay = max(delay, dt.timedelta(seconds=retry_after))
+                dispatch.next_attempt_at = now + delay
+                if isinstance(error, OutcomeUnknown):
+                    dispatch.outcome_unknown = True
+                    fields.append("outcome_unknown")
                 _event(
                     dispatch,
                     EventKind.RETRY,
@@ -329,9 +434,7 @@ def _settle_once(
             else:
                 dispatch.status = DispatchStatus.FAILED
                 _event(dispatch, EventKind.FAILED, detail)
-        dispatch.save(
-            update_fields=["status", "sent_at", "last_error", "next_attempt_at", "updated_at"]
-        )
+        dispatch.save(update_fields=fields)
     if dispatch.run_id:
         run_refresh_counts(run_id=dispatch.run_id)
     return dispatch
@@ -351,13 +454,16 @@ def dispatch_send(*, dispatch_id: int, now: dt.datetime | None = None) -> SendRe
     if dispatch is None:
         return SendResult(dispatch=Dispatch.objects.get(pk=dispatch_id), attempted=False)
     error: BaseException | None = None
+    receipt: SubmitReceipt | None = None
     try:
-        _deliver(dispatch)
+        receipt = _deliver(dispatch)
     except Exception as exc:  # noqa: BLE001  every failure is recorded on the dispatch
         logger.warning("dispatch %s failed: %s", dispatch_id, type(exc).__name__)
         error = exc
     return SendResult(
-        dispatch=_settle(dispatch_id=dispatch_id, claimed_at=dispatch.claimed_at, error=error),
+        dispatch=_settle(
+            dispatch_id=dispatch_id, claimed_at=dispatch.claimed_at, error=error, receipt=receipt
+        ),
         attempted=True,
     )
 

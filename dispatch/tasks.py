@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from establishments.models import Establishment
 
+from .connectors.base import TransientError
 from .models import DispatchStatus, RunTrigger
 
 
@@ -76,3 +77,49 @@ def send_dispatch_task(self, dispatch_id: int) -> str:
         countdown = max(1, int((dispatch.next_attempt_at - timezone.now()).total_seconds()))
         raise self.retry(countdown=countdown)
     return dispatch.status
+
+
+@shared_task(name="dispatch.poll_einvoice_statuses", ignore_result=True)
+def poll_einvoice_statuses_task() -> dict:
+    """Every 15 minutes: fan out one status poll per active integration."""
+    from .models import Integration
+
+    ids = list(Integration.objects.filter(active=True).values_list("id", flat=True))
+    for integration_id in ids:
+        poll_integration_task.delay(integration_id)
+    return {"integrations": len(ids)}
+
+
+@shared_task(
+    name="dispatch.poll_integration",
+    ignore_result=True,
+    autoretry_for=(TransientError, OperationalError, InterfaceError),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=3,
+)
+def poll_integration_task(integration_id: int) -> int:
+    from .einvoicing import einvoice_poll
+    from .models import Integration
+
+    integration = Integration.objects.get(pk=integration_id)
+    if not integration.active:
+        return 0
+    return einvoice_poll(integration=integration)
+
+
+@shared_task(
+    name="dispatch.report_invoice_cashed",
+    ignore_result=True,
+    autoretry_for=(TransientError, OperationalError, InterfaceError),
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def report_invoice_cashed_task(invoice_id: int) -> int:
+    """An invoice sent as an e-invoice was paid in full: report 212 to its platform."""
+    from .einvoicing import einvoice_report_cashed
+
+    return einvoice_report_cashed(invoice_id=invoice_id)

@@ -150,6 +150,15 @@ PAUSED = 15
 BELOW_MINIMUM = 19  # Paris only: its minimum is 50.00
 MISCONFIGURED = {NO_SEND_MODE, MISSING_EMAIL, INVALID_EMAIL, PAUSED, BELOW_MINIMUM}
 
+# E-invoicing: Paris has an active sandbox platform that some companies receive their
+# invoices through (one of them without its recipient id, to show that skip); Cancún has
+# an integration that was switched off, with one debtor still on it.
+EINVOICING_INTEGRATION = {PARIS: "Plateforme démo", CANCUN: "Plataforma anterior"}
+EINVOICING_ACTIVE = {PARIS: True, CANCUN: False}
+EINVOICING_DEBTORS = {PARIS: {0, 1, 2, 5, 8}, CANCUN: {9}}
+MISSING_EINVOICING_ID = {PARIS: 8}
+MISCONFIGURED |= {8, 9}
+
 
 def _money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
@@ -300,6 +309,13 @@ def _debtor_row(code: str, prefix: str, index: int, entry: tuple, anchor: dt.dat
             if code == PARIS
             else "Plan de pagos acordado con la gerencia"
         )
+    if index in EINVOICING_DEBTORS[code]:
+        row["send_mode"] = "einvoicing"
+        row["integration"] = EINVOICING_INTEGRATION[code]
+        # A SIRET-shaped identifier that is stable for the account.
+        siret = f"{(index + 1) * 10337:09d}00012"[:14]
+        row["siret"] = siret
+        row["einvoicing_id"] = "" if MISSING_EINVOICING_ID.get(code) == index else siret
     if kind == "agency" and index % 2 == 0:
         row["credit_limit"] = "20000.00" if code == PARIS else "400000.00"
     return row

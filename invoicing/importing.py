@@ -18,7 +18,7 @@ from django.db import DatabaseError, transaction
 from django.forms.models import fields_for_model
 from django.utils.translation import gettext as _
 
-from debtors.models import DebtorAccount
+from debtors.models import DebtorAccount, SendMode
 from debtors.services import DebtorError, debtor_upsert
 from establishments.models import Establishment
 from establishments.services import establishment_upsert
@@ -151,6 +151,8 @@ DebtorRowForm = _row_form(
     ],
     establishment=_reference(32),
     credit_limit=forms.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False),
+    # The display name of one of the establishment's e-invoicing integrations.
+    integration=forms.CharField(max_length=80, required=False),
 )
 
 InvoiceRowForm = _row_form(
@@ -363,6 +365,7 @@ class _Importer:
         self.remember(seen, (establishment.pk, number), where, "account_number")
         if values.get("paused_until") and not values.get("pause_reason"):
             raise ImportRowError(where, "pause_reason", _("A pause needs a reason."))
+        self.resolve_send_mode(values, establishment=establishment, where=where)
         existing = DebtorAccount.objects.filter(
             establishment=establishment, account_number=number
         ).exists()
@@ -374,6 +377,38 @@ class _Importer:
             raise _service_error(where, exc) from exc
         self.debtors[(establishment.pk, number)] = debtor
         self.report.debtors.add(created=not existing, changed=changed)
+
+    def resolve_send_mode(self, values: dict, *, establishment, where: str) -> None:
+        """`send_mode: "einvoicing"` goes with `integration`, the integration's name."""
+        from dispatch.models import Integration
+
+        name = values.pop("integration", None) or ""
+        mode = values.get("send_mode")
+        if name:
+            if mode not in (None, SendMode.EINVOICING):
+                raise ImportRowError(
+                    where,
+                    "integration",
+                    _('An integration goes with send_mode "einvoicing".'),
+                )
+            integration = Integration.objects.filter(establishment=establishment, name=name).first()
+            if integration is None:
+                raise ImportRowError(
+                    where,
+                    "integration",
+                    _('Unknown integration "%(name)s" in establishment "%(code)s".')
+                    % {"name": name, "code": establishment.code},
+                )
+            values["send_mode"] = SendMode.EINVOICING
+            values["integration"] = integration
+        elif mode == SendMode.EINVOICING:
+            raise ImportRowError(
+                where,
+                "integration",
+                _('send_mode "einvoicing" needs the name of an integration.'),
+            )
+        elif mode is not None:
+            values["integration"] = None
 
     def import_invoice(self, row: Any, *, where: str, seen: dict) -> None:
         values = _clean(

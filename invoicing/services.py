@@ -57,6 +57,16 @@ def _amount_paid(invoice: Invoice, *, exclude_payment: Payment | None = None) ->
     return payments.aggregate(total=Sum("amount"))["total"] or ZERO
 
 
+def _announce_paid(invoice: Invoice) -> None:
+    """Once committed, platforms that received it as an e-invoice learn it is cashed (212)."""
+    from dispatch.tasks import report_invoice_cashed_task
+
+    invoice_id = invoice.pk
+    # robust: a broker or platform outage must not undo or fail the payment itself; the
+    # task retries on its own and the 212 can also be reported later.
+    transaction.on_commit(lambda: report_invoice_cashed_task.delay(invoice_id), robust=True)
+
+
 def _settled_status(status: str, *, gross: Decimal, paid: Decimal) -> str:
     """`paid` when payments cover the total, `open` again when they no longer do.
 
@@ -277,9 +287,14 @@ def invoice_recalculate(*, invoice: Invoice) -> Invoice:
         "status": _settled_status(invoice.status, gross=gross_total, paid=paid),
     }
     if any(getattr(invoice, k) != v for k, v in fields.items()):
+        became_paid = (
+            invoice.status != InvoiceStatus.PAID and fields["status"] == InvoiceStatus.PAID
+        )
         for name, value in fields.items():
             setattr(invoice, name, value)
         invoice.save(update_fields=[*fields, "updated_at"])
+        if became_paid:
+            _announce_paid(invoice)
     return invoice
 
 
@@ -319,6 +334,8 @@ def payment_upsert(
     if status != invoice.status:
         invoice.status = status
         invoice.save(update_fields=["status", "updated_at"])
+        if status == InvoiceStatus.PAID:
+            _announce_paid(invoice)
     return payment, True
 
 

@@ -32,7 +32,7 @@ def _decision_entry(establishment: Establishment, business_date: dt.date, d: Deb
         "business_date": business_date.isoformat(),
         "debtor": d.account_number,
         "name": d.name,
-        "channel": "email",
+        "channel": d.channel_label,
         "recipient": d.recipient,
         "invoices": d.invoice_numbers,
         "amount_due": str(d.total_due),
@@ -58,7 +58,7 @@ def _dispatch_entries(dispatches: list[Dispatch]) -> list[dict]:
             "business_date": d.business_date.isoformat(),
             "debtor": d.debtor.account_number,
             "name": d.debtor.name,
-            "channel": d.channel,
+            "channel": d.integration.provider if d.integration_id else d.channel,
             "recipient": d.recipient,
             "invoices": numbers[d.pk],
             "amount_due": str(d.total_due),
@@ -66,8 +66,13 @@ def _dispatch_entries(dispatches: list[Dispatch]) -> list[dict]:
             "dispatch_id": d.pk,
             "status": d.status,
         }
+        if d.integration_id:
+            entry["integration"] = d.integration.name
+            entry["tracking_id"] = d.tracking_id
+            entry["platform_ref"] = d.platform_ref
         if d.status == DispatchStatus.SENT:
-            entry["message_id"] = d.message_id
+            if d.message_id:
+                entry["message_id"] = d.message_id
         else:
             entry["error"] = d.last_error
             entry["attempts"] = d.attempts
@@ -150,9 +155,18 @@ class Command(BaseCommand):
             )
             for d in plan.letters:
                 report["sent"].append(_decision_entry(establishment, business_date, d))
-            existing = Dispatch.objects.select_related("establishment", "debtor").filter(
-                pk__in=[d.existing_dispatch_id for d in plan.existing]
-            )
+            for d in plan.submitters:
+                for invoice in d.submissions:
+                    entry = _decision_entry(establishment, business_date, d)
+                    entry.update(
+                        invoices=[invoice.number],
+                        amount_due=str(invoice.amount_due),
+                        recipient=d.einvoicing_id,
+                    )
+                    report["sent"].append(entry)
+            existing = Dispatch.objects.select_related(
+                "establishment", "debtor", "integration"
+            ).filter(pk__in=[d.existing_dispatch_id for d in plan.existing])
             for entry in _dispatch_entries(list(existing)):
                 key = "failed" if entry["status"] == DispatchStatus.FAILED else "sent"
                 report[key].append(entry)
@@ -174,7 +188,7 @@ class Command(BaseCommand):
                 if d.existing_status == DispatchStatus.FAILED
             ]
             touched = (
-                Dispatch.objects.select_related("establishment", "debtor")
+                Dispatch.objects.select_related("establishment", "debtor", "integration")
                 .filter(pk__in=[*outcome.due_ids, *failed_today])
                 .order_by("debtor__account_number", "business_date")
             )
@@ -210,9 +224,19 @@ class Command(BaseCommand):
                 heading = _("would send: %(count)d letter(s)")
             else:
                 heading = _("sent: %(count)d letter(s)")
-            w(self.style.SUCCESS("  " + heading % {"count": len(sent)}))
-            for e in sent:
+            letters = [e for e in sent if e["channel"] == "email"]
+            einvoices = [e for e in sent if e["channel"] != "email"]
+            w(self.style.SUCCESS("  " + heading % {"count": len(letters)}))
+            for e in letters:
                 w(f"    {line(e)}  {e['recipient']}")
+            if einvoices:
+                if report["dry_run"]:
+                    heading = _("would submit: %(count)d e-invoice(s)")
+                else:
+                    heading = _("e-invoices submitted: %(count)d")
+                w(self.style.SUCCESS("  " + heading % {"count": len(einvoices)}))
+                for e in einvoices:
+                    w(f"    {line(e)}  {e['channel']} → {e['recipient']}")
             if failed:
                 w(self.style.ERROR("  " + _("failed: %(count)d") % {"count": len(failed)}))
                 for e in failed:

@@ -6,8 +6,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from dispatch.models import Integration, Provider
 from establishments.models import Establishment
-from invoicing.demo import PARIS, demo_data
+from invoicing.demo import EINVOICING_ACTIVE, EINVOICING_INTEGRATION, PARIS, demo_data
 from invoicing.importing import billing_data_import
 from invoicing.management.commands.import_billing_data import report_lines
 
@@ -29,9 +30,12 @@ class Command(BaseCommand):
             # date, so they are then left as they are.
             seeded_at = timezone.now() if existing is None else existing.created_at
             anchor = seeded_at.astimezone(dt.UTC).date()
-            report = billing_data_import(
-                data=demo_data(anchor=anchor, include_invoices=existing is None)
-            )
+            data = demo_data(anchor=anchor, include_invoices=existing is None)
+            # Debtors refer to e-invoicing integrations, which belong to establishments.
+            hotels = billing_data_import(data={"establishments": data.pop("establishments")})
+            self._ensure_integrations()
+            report = billing_data_import(data=data)
+            report.establishments = hotels.establishments
             user_created = self._ensure_user()
 
         self.stdout.write(_("Demo data (dates relative to %(anchor)s):") % {"anchor": anchor})
@@ -50,6 +54,15 @@ class Command(BaseCommand):
             _("Admin login: user %(user)s, password %(password)s")
             % {"user": DEMO_USERNAME, "password": DEMO_PASSWORD}
         )
+
+    def _ensure_integrations(self) -> None:
+        """The demo's e-invoicing platforms: the sandbox connector, writing to var/einvoices."""
+        for code, name in EINVOICING_INTEGRATION.items():
+            Integration.objects.update_or_create(
+                establishment=Establishment.objects.get(code=code),
+                name=name,
+                defaults={"provider": Provider.SANDBOX, "active": EINVOICING_ACTIVE[code]},
+            )
 
     def _ensure_user(self) -> bool:
         User = get_user_model()
