@@ -8,7 +8,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from dispatch.connectors import connector_for
-from dispatch.connectors.base import ConfigurationError, StatusUpdate, SubmitReceipt
+from dispatch.connectors.base import (
+    ConfigurationError,
+    ConnectorError,
+    StatusUpdate,
+    SubmitReceipt,
+)
 from dispatch.models import (
     Channel,
     Dispatch,
@@ -145,9 +150,14 @@ def einvoice_poll(*, integration: Integration) -> int:
     stored = lifecycle_record(
         integration=integration, updates=updates, source=LifecycleEvent.Source.POLL
     )
-    # Acknowledged only once stored (committed), so nothing is lost if we stop between.
+    # Acknowledged only once stored (committed), so nothing is lost if we stop between. A
+    # failed acknowledgement leaves the file for the next poll, which stores it again
+    # only as a repeated status.
     for update in stored:
-        connector.acknowledge(update)
+        try:
+            connector.acknowledge(update)
+        except ConnectorError as exc:
+            logger.warning("integration %s: acknowledgement failed: %s", integration.pk, exc)
     return len(stored)
 
 

@@ -232,7 +232,8 @@ def run_execute(
         due_ids = dispatch_ids_due(now=now, establishment_id=establishment.pk)
         if enqueue:
             transaction.on_commit(lambda: _enqueue_sends(due_ids))
-    return RunOutcome(run=run, plan=plan, created_ids=[d.pk for d in dispatches], due_ids=due_ids)
+    created_ids = [d.pk for d in [*dispatches, *submissions]]
+    return RunOutcome(run=run, plan=plan, created_ids=created_ids, due_ids=due_ids)
 
 
 def _supersede_older(*, debtor_ids: list[int], business_date: dt.date) -> list[DispatchEvent]:

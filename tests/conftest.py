@@ -66,3 +66,9 @@ def pytest_sessionstart(session):
 @pytest.fixture(autouse=True)
 def _media_and_mail(settings, tmp_path):
     settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address():
+    # pytest-httpserver's default "localhost" may resolve to ::1; tests talk to 127.0.0.1.
+    return ("127.0.0.1", 0)

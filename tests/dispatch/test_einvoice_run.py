@@ -94,14 +94,19 @@ def test_each_pending_invoice_is_submitted_once(hotel, sandbox, debtor, tmp_path
 
 
 def test_dry_run_lists_submissions_without_sending(hotel, sandbox, debtor):
-    InvoiceFactory(debtor=debtor, number="F-9")
+    InvoiceFactory(debtor=debtor, number="F-9", due_date=D + dt.timedelta(days=5))
+    InvoiceFactory(debtor=debtor, number="F-8", issue_date=D - dt.timedelta(days=40))
     report = run_command("--date", D.isoformat(), "--dry-run")
-    assert [(e["channel"], e["invoices"]) for e in report["sent"]] == [("sandbox", ["F-9"])]
+    assert sorted((e["channel"], tuple(e["invoices"])) for e in report["sent"]) == [
+        ("email", ("F-8", "F-9")),  # the overdue reminder lists every pending invoice
+        ("sandbox", ("F-8",)),
+        ("sandbox", ("F-9",)),
+    ]
     assert Dispatch.objects.count() == 0
 
 
 def test_inactive_integration_skips_the_debtor_without_falling_back(hotel, sandbox, debtor):
-    InvoiceFactory(debtor=debtor)
+    InvoiceFactory(debtor=debtor, issue_date=D - dt.timedelta(days=40))
     sandbox.active = False
     sandbox.save()
     report = run_command("--date", D.isoformat())
@@ -184,7 +189,7 @@ def test_deactivated_after_planning_nothing_is_submitted(hotel, sandbox, debtor)
     from dispatch.models import RunTrigger
     from dispatch.services import run_execute
 
-    InvoiceFactory(debtor=debtor)
+    InvoiceFactory(debtor=debtor, due_date=D + dt.timedelta(days=5))
     outcome = run_execute(
         establishment=hotel, business_date=D, trigger=RunTrigger.COMMAND, enqueue=False
     )

@@ -26,13 +26,15 @@ from dispatch.services import dispatch_send, run_execute
 from establishments.models import Establishment
 
 
-def _decision_entry(establishment: Establishment, business_date: dt.date, d: DebtorDecision):
+def _decision_entry(
+    establishment: Establishment, business_date: dt.date, d: DebtorDecision, *, channel: str
+):
     entry = {
         "establishment": establishment.code,
         "business_date": business_date.isoformat(),
         "debtor": d.account_number,
         "name": d.name,
-        "channel": d.channel_label,
+        "channel": channel,
         "recipient": d.recipient,
         "invoices": d.invoice_numbers,
         "amount_due": str(d.total_due),
@@ -154,10 +156,12 @@ class Command(BaseCommand):
                 establishment=establishment, business_date=business_date
             )
             for d in plan.letters:
-                report["sent"].append(_decision_entry(establishment, business_date, d))
+                report["sent"].append(
+                    _decision_entry(establishment, business_date, d, channel="email")
+                )
             for d in plan.submitters:
                 for invoice in d.submissions:
-                    entry = _decision_entry(establishment, business_date, d)
+                    entry = _decision_entry(establishment, business_date, d, channel=d.provider)
                     entry.update(
                         invoices=[invoice.number],
                         amount_due=str(invoice.amount_due),
@@ -195,7 +199,9 @@ class Command(BaseCommand):
             for entry in _dispatch_entries(list(touched)):
                 report["sent" if entry["status"] == DispatchStatus.SENT else "failed"].append(entry)
         for d in plan.skips:
-            report["skipped"].append(_decision_entry(establishment, business_date, d))
+            report["skipped"].append(
+                _decision_entry(establishment, business_date, d, channel=d.channel_label)
+            )
         return summary
 
     def _print_summary(self, report: dict) -> None:
