@@ -33,12 +33,6 @@ CLIENT_SECRET = "s3cret:with colon"
 SCOPE = "flows.write flows.read"
 
 
-@pytest.fixture(scope="session")
-def httpserver_listen_address():
-    # Loopback only, by address: "localhost" may resolve elsewhere first.
-    return ("127.0.0.1", 0)
-
-
 @pytest.fixture(autouse=True)
 def _fresh_tokens():
     afnor_token_cache_clear()
