@@ -3,12 +3,14 @@
 import datetime as dt
 import json
 import re
+import time
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core import mail
 from django.core.management import call_command
+from werkzeug import Response
 
 from debtors.models import SendMode
 from dispatch.einvoicing import einvoice_poll, einvoice_report_cashed
@@ -236,3 +238,47 @@ def test_bavel_rejection_is_final_and_keeps_the_platform_message(hotel, bavel, h
     dispatch = Dispatch.objects.get(channel=Channel.EINVOICE)
     assert dispatch_send(dispatch_id=dispatch.pk).attempted is False
     assert dispatch.http_attempts.count() == 1
+
+
+def test_bavel_timeout_after_arrival_is_checked_not_resubmitted(hotel, bavel, httpserver, settings):
+    """The PUT reached Bavel but the answer timed out: the retry asks, finds it, stops."""
+    settings.EINVOICING_HTTP_TIMEOUT = (1, 0.3)
+    debtor = DebtorAccountFactory(
+        establishment=hotel,
+        send_mode=SendMode.EINVOICING,
+        integration=bavel,
+        einvoicing_id="73282932000074",
+    )
+    InvoiceFactory(debtor=debtor, number="F-SLOW", due_date=D + dt.timedelta(days=10))
+    received: list[str] = []
+
+    def slow_put(request):
+        received.append(request.path.rsplit("/", 1)[-1])
+        time.sleep(0.8)
+        return Response(status=201)
+
+    httpserver.expect_request(re.compile(r"/bavel/Outbox/.+"), method="PUT").respond_with_handler(
+        slow_put
+    )
+    httpserver.expect_request("/bavel/Outbox/", method="GET").respond_with_handler(
+        lambda request: Response(json.dumps(received), content_type="application/json")
+    )
+
+    first = run_command("--date", D.isoformat())
+    (waiting,) = first["failed"]
+    assert waiting["status"] == "retry"
+    dispatch = Dispatch.objects.get(channel=Channel.EINVOICE)
+    assert dispatch.outcome_unknown is True
+
+    # The retry comes after the backoff, when the platform has finished with the PUT (the
+    # test server answers one request at a time).
+    time.sleep(0.7)
+    result = dispatch_send(dispatch_id=dispatch.pk, now=dispatch.next_attempt_at)
+    dispatch = result.dispatch
+    assert dispatch.status == DispatchStatus.SENT
+    assert dispatch.platform_ref == received[0]
+    assert dispatch.outcome_unknown is False
+    assert len(received) == 1, "the document must not be submitted twice"
+    assert dispatch.events.filter(kind=EventKind.CHECKED).exists()
+    operations = list(dispatch.http_attempts.order_by("at").values_list("operation", flat=True))
+    assert operations == ["submit", "find_submission"]
