@@ -3,7 +3,9 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from dispatch.models import LifecycleCode
 from invoicing.models import ZERO, Invoice, InvoiceLine, Payment, cents
+from invoicing.selectors import invoice_einvoice_status_subquery
 
 
 def _recalculate(invoice: Invoice) -> None:
@@ -79,6 +81,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         "amount_due",
         "status",
         "disputed",
+        "einvoice_status",
     ]
     list_filter = ["establishment", "status", "disputed"]
     list_select_related = ["debtor", "establishment"]
@@ -91,6 +94,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         "gross_total",
         "amount_paid",
         "amount_due",
+        "einvoice_status",
         "created_at",
         "updated_at",
     ]
@@ -108,7 +112,7 @@ class InvoiceAdmin(admin.ModelAdmin):
                 ],
             },
         ),
-        (_("Status"), {"fields": ["status", "disputed", "dispute_reason"]}),
+        (_("Status"), {"fields": ["status", "disputed", "dispute_reason", "einvoice_status"]}),
         (_("History"), {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]
 
@@ -151,8 +155,21 @@ class InvoiceAdmin(admin.ModelAdmin):
             )
 
     def get_queryset(self, request):
-        # Amounts are annotated in SQL so that the changelist makes no query per row.
-        return super().get_queryset(request).with_amounts()
+        # Amounts and the e-invoice status are annotated in SQL so that the changelist makes
+        # no query per row.
+        return (
+            super()
+            .get_queryset(request)
+            .with_amounts()
+            .annotate(einvoice_code=invoice_einvoice_status_subquery())
+        )
+
+    @admin.display(description=_("e-invoice status"), ordering="einvoice_code")
+    def einvoice_status(self, obj):
+        code = getattr(obj, "einvoice_code", None)
+        if not code:
+            return "-"
+        return LifecycleCode(code).label if code in LifecycleCode.values else code
 
     @admin.display(description=_("amount paid"), ordering="amount_paid")
     def amount_paid(self, obj):
