@@ -36,10 +36,12 @@ REJECTION_CODES = {LifecycleCode.REJECTED}
 def lifecycle_record(
     *, integration: Integration, updates: Iterable[StatusUpdate], source: str
 ) -> list[StatusUpdate]:
-    """Append each update to its submission's history; return those that were stored.
+    """Append each update to its submission's history; return those that were handled.
 
-    Updates for unknown submissions or with unknown codes are logged and left out, so the
-    caller does not acknowledge them to the platform.
+    Handled: stored now, or already in the history under the same event id (platforms
+    that return the whole history on every poll, an inbox file read twice). Updates for
+    unknown submissions or with unknown codes are logged and left out, so the caller does
+    not acknowledge them to the platform.
     """
     valid_codes = set(LifecycleCode.values)
     stored: list[StatusUpdate] = []
@@ -67,12 +69,17 @@ def lifecycle_record(
                 update.platform_ref or update.tracking_id,
             )
             continue
+        event_id = update.event_id[:200]
+        if event_id and dispatch.lifecycle.filter(event_id=event_id).exists():
+            stored.append(update)
+            continue
         LifecycleEvent.objects.create(
             dispatch=dispatch,
             code=update.code,
             source=source,
             occurred_at=update.occurred_at,
             message=update.message[:2000],
+            event_id=event_id,
         )
         dispatch.lifecycle_code = update.code
         fields = ["lifecycle_code", "updated_at"]
@@ -134,7 +141,7 @@ FINAL_CODES = {LifecycleCode.REFUSED, LifecycleCode.CASHED, LifecycleCode.REJECT
 
 
 def einvoice_poll(*, integration: Integration) -> int:
-    """Read the platform's statuses for our open submissions; returns how many were stored."""
+    """Read the platform's statuses for our open submissions; returns how many are new."""
     refs = list(
         Dispatch.objects.filter(
             integration=integration,
@@ -147,9 +154,11 @@ def einvoice_poll(*, integration: Integration) -> int:
     )
     connector = connector_for(integration)
     updates = connector.fetch_statuses(platform_refs=refs)
+    before = LifecycleEvent.objects.filter(dispatch__integration=integration).count()
     stored = lifecycle_record(
         integration=integration, updates=updates, source=LifecycleEvent.Source.POLL
     )
+    added = LifecycleEvent.objects.filter(dispatch__integration=integration).count() - before
     # Acknowledged only once stored (committed), so nothing is lost if we stop between. A
     # failed acknowledgement leaves the file for the next poll, which stores it again
     # only as a repeated status.
@@ -158,7 +167,7 @@ def einvoice_poll(*, integration: Integration) -> int:
             connector.acknowledge(update)
         except ConnectorError as exc:
             logger.warning("integration %s: acknowledgement failed: %s", integration.pk, exc)
-    return len(stored)
+    return added
 
 
 def einvoice_report_cashed(*, invoice_id: int) -> int:

@@ -338,11 +338,20 @@ class LifecycleEvent(models.Model):
     occurred_at = models.DateTimeField(_("occurred at"), null=True, blank=True)
     received_at = models.DateTimeField(_("received at"), auto_now_add=True)
     message = models.TextField(_("message"), blank=True)
+    # The platform's id of the event: polls that return the whole history add nothing twice.
+    event_id = models.CharField(_("event id"), max_length=200, blank=True)
 
     class Meta:
         verbose_name = _("lifecycle status")
         verbose_name_plural = _("lifecycle statuses")
         ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dispatch", "event_id"],
+                condition=~Q(event_id=""),
+                name="lifecycle_unique_event_id",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} {self.get_code_display()}"

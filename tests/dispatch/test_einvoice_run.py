@@ -282,3 +282,19 @@ def test_bavel_timeout_after_arrival_is_checked_not_resubmitted(hotel, bavel, ht
     assert dispatch.events.filter(kind=EventKind.CHECKED).exists()
     operations = list(dispatch.http_attempts.order_by("at").values_list("operation", flat=True))
     assert operations == ["submit", "find_submission"]
+
+
+def test_a_status_seen_twice_is_stored_once(hotel, sandbox, debtor):
+    from dispatch.connectors.base import StatusUpdate
+    from dispatch.einvoicing import lifecycle_record
+
+    InvoiceFactory(debtor=debtor, due_date=D + dt.timedelta(days=10))
+    run_command("--date", D.isoformat())
+    dispatch = Dispatch.objects.get(channel=Channel.EINVOICE)
+    update = StatusUpdate(code="204", platform_ref=dispatch.platform_ref, event_id="evt-204")
+    for _ in range(2):
+        handled = lifecycle_record(
+            integration=sandbox, updates=[update], source=LifecycleEvent.Source.POLL
+        )
+        assert handled == [update]  # handled both times, so it is acknowledged
+    assert list(dispatch.lifecycle.values_list("code", flat=True)) == ["200", "204"]
