@@ -1,22 +1,15 @@
-from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from debtors.forms import DebtorSendModeForm
 from debtors.models import DebtorAccount, SendMode
+from debtors.selectors import debtor_einvoice_status_subquery
+from dispatch.models import LifecycleCode
 
 
-class DebtorAccountAdminForm(forms.ModelForm):
-    # The model keeps a CharField so that imports can store a bad address and the run can
-    # report it as `invalid_email`; people editing the account must type a valid one.
-    contact_email = forms.EmailField(
-        label=DebtorAccount._meta.get_field("contact_email").verbose_name,
-        max_length=254,
-        required=False,
-    )
-
-    class Meta:
-        model = DebtorAccount
+class DebtorAccountAdminForm(DebtorSendModeForm):
+    class Meta(DebtorSendModeForm.Meta):
         # The admin narrows this to the fields of its fieldsets.
         fields = [
             "establishment",
@@ -44,12 +37,6 @@ class DebtorAccountAdminForm(forms.ModelForm):
             self.add_error(
                 "pause_reason", _("Give a reason when reminders are paused until a date.")
             )
-        if (
-            cleaned.get("send_mode") == SendMode.EMAIL
-            and "contact_email" in cleaned
-            and not cleaned["contact_email"]
-        ):
-            self.add_error("contact_email", _("The send mode Email needs a contact email address."))
         return cleaned
 
 
@@ -78,16 +65,17 @@ class DebtorAccountAdmin(admin.ModelAdmin):
         "name",
         "establishment",
         "contact_email",
-        "send_mode",
+        "send_mode_label",
         "language",
         "paused_until",
+        "einvoice_status",
     ]
     list_display_links = ["account_number", "name"]
-    list_filter = ["establishment", "send_mode", "language", PausedListFilter]
-    list_select_related = ["establishment"]
+    list_filter = ["establishment", "send_mode", "integration", "language", PausedListFilter]
+    list_select_related = ["establishment", "integration"]
     search_fields = ["name", "account_number", "contact_email"]
     autocomplete_fields = ["establishment"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["einvoice_status", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["establishment", "account_number", "name"]}),
         (
@@ -97,7 +85,13 @@ class DebtorAccountAdmin(admin.ModelAdmin):
                     "How this debtor is told what it owes. Accounts that cannot be served are "
                     "skipped by the nightly run with a reason, shown in the runs."
                 ),
-                "fields": ["send_mode", "contact_email", "language", "einvoicing_id"],
+                "fields": [
+                    "send_mode",
+                    "contact_email",
+                    "language",
+                    "einvoicing_id",
+                    "einvoice_status",
+                ],
             },
         ),
         (
@@ -115,3 +109,25 @@ class DebtorAccountAdmin(admin.ModelAdmin):
         (_("Reminder pause"), {"fields": ["paused_until", "pause_reason"]}),
         (_("History"), {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_queryset(self, request):
+        # In SQL, so that the list makes no query per row.
+        return (
+            super().get_queryset(request).annotate(einvoice_code=debtor_einvoice_status_subquery())
+        )
+
+    @admin.display(description=_("send mode"), ordering="send_mode")
+    def send_mode_label(self, obj):
+        # E-invoicing modes are named after their integration, as in the form.
+        if obj.send_mode == SendMode.EINVOICING and obj.integration is not None:
+            if not obj.integration.active:
+                return _("%(name)s (inactive)") % {"name": obj.integration.name}
+            return obj.integration.name
+        return obj.get_send_mode_display()
+
+    @admin.display(description=_("latest e-invoice status"), ordering="einvoice_code")
+    def einvoice_status(self, obj):
+        code = getattr(obj, "einvoice_code", None)
+        if not code:
+            return "-"
+        return LifecycleCode(code).label if code in LifecycleCode.values else code
