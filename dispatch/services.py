@@ -480,9 +480,11 @@ def run_refresh_counts(*, run_id: int) -> None:
 def dispatch_settle_interrupted(*, now: dt.datetime | None = None) -> list[int]:
     """Settle dispatches whose worker died mid-send.
 
-    Whether the message left is unknown, so it is not sent again automatically: that would
-    risk a second letter. It is marked failed with the reason, shown to staff, who may
-    requeue it; its invoices, never in a sent letter, go in the debtor's next letter.
+    A letter: whether it left is unknown and an SMTP server cannot be asked, so it is not
+    sent again automatically (that would risk a second letter). It is marked failed with
+    the reason, shown to staff, who may requeue it; its invoices, never in a sent letter,
+    go in the debtor's next letter. An e-invoice: the platform can be asked, so it is
+    retried with its outcome marked unknown, and the retry checks before submitting.
     """
     now = now or timezone.now()
     settled: list[int] = []
@@ -492,15 +494,33 @@ def dispatch_settle_interrupted(*, now: dt.datetime | None = None) -> list[int]:
                 status=DispatchStatus.SENDING, claimed_at__lt=now - stale_sending_after()
             )
         )
-        message = (
+        letter_message = (
             "Interrupted while sending: delivery unknown. Not resent automatically so that "
             "the debtor never gets it twice; its invoices go in the next letter."
         )
+        einvoice_message = (
+            "Interrupted while submitting: the platform is asked whether it has the "
+            "document before anything is submitted again."
+        )
         for dispatch in stuck:
-            dispatch.status = DispatchStatus.FAILED
-            dispatch.last_error = message
-            dispatch.save(update_fields=["status", "last_error", "updated_at"])
-            _event(dispatch, EventKind.INTERRUPTED, message)
+            if dispatch.channel == Channel.EINVOICE:
+                dispatch.status = DispatchStatus.RETRY
+                dispatch.next_attempt_at = now
+                dispatch.outcome_unknown = True
+                dispatch.last_error = einvoice_message
+            else:
+                dispatch.status = DispatchStatus.FAILED
+                dispatch.last_error = letter_message
+            dispatch.save(
+                update_fields=[
+                    "status",
+                    "next_attempt_at",
+                    "outcome_unknown",
+                    "last_error",
+                    "updated_at",
+                ]
+            )
+            _event(dispatch, EventKind.INTERRUPTED, dispatch.last_error)
             settled.append(dispatch.pk)
     for run_id in {d.run_id for d in stuck if d.run_id}:
         run_refresh_counts(run_id=run_id)

@@ -298,3 +298,33 @@ def test_a_status_seen_twice_is_stored_once(hotel, sandbox, debtor):
         )
         assert handled == [update]  # handled both times, so it is acknowledged
     assert list(dispatch.lifecycle.values_list("code", flat=True)) == ["200", "204"]
+
+
+def test_an_interrupted_submission_is_checked_with_the_platform(hotel, sandbox, debtor):
+    from django.utils import timezone
+
+    from dispatch.models import RunTrigger
+    from dispatch.services import dispatch_settle_interrupted, run_execute, stale_sending_after
+
+    InvoiceFactory(debtor=debtor, due_date=D + dt.timedelta(days=10))
+    outcome = run_execute(
+        establishment=hotel, business_date=D, trigger=RunTrigger.COMMAND, enqueue=False
+    )
+    (dispatch_id,) = outcome.created_ids
+    # The worker submitted the document and died before recording it.
+    dispatch = dispatch_send(dispatch_id=dispatch_id).dispatch
+    platform_ref = dispatch.platform_ref
+    Dispatch.objects.filter(pk=dispatch_id).update(
+        status=DispatchStatus.SENDING,
+        platform_ref="",
+        sent_at=None,
+        claimed_at=timezone.now() - stale_sending_after() - dt.timedelta(minutes=1),
+    )
+    assert dispatch_settle_interrupted() == [dispatch_id]
+    dispatch = Dispatch.objects.get(pk=dispatch_id)
+    assert (dispatch.status, dispatch.outcome_unknown) == (DispatchStatus.RETRY, True)
+
+    dispatch = dispatch_send(dispatch_id=dispatch_id).dispatch
+    assert dispatch.status == DispatchStatus.SENT
+    assert dispatch.platform_ref == platform_ref
+    assert dispatch.events.filter(kind=EventKind.CHECKED).exists()
