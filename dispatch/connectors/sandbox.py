@@ -7,6 +7,7 @@ platform's inbox file.
 """
 
 import datetime as dt
+import hashlib
 import json
 import os
 import tempfile
@@ -157,34 +158,46 @@ class SandboxConnector(Connector):
     def fetch_statuses(self, *, platform_refs: list[str]) -> list[StatusUpdate]:
         updates = []
         for ref in platform_refs:
-            receipt = self._read_receipt(ref)
-            if receipt is None:
+            path = self._receipt_path(ref)
+            try:
+                raw = path.read_bytes()
+                receipt = json.loads(raw)
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
                 continue
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"Unreadable sandbox receipt for {ref}: {exc}") from exc
             code = str(receipt.get("status", "")).strip()
             if not code or code == receipt.get("acknowledged_status"):
                 continue
-            # An edited receipt has no timestamp of its own: its file's time is the edit's.
-            mtime = self._receipt_path(ref).stat().st_mtime
+            # An edited receipt has no event id of its own: its content is one (acknowledging
+            # adds to the history, so a status the receipt comes back to later is new).
+            event_id = f"{ref}:{code}:{hashlib.sha256(raw).hexdigest()[:16]}"
             updates.append(
                 StatusUpdate(
                     code=code,
                     platform_ref=ref,
                     tracking_id=str(receipt.get("tracking_id", "")),
+                    # The file's time is the hand edit's.
                     occurred_at=dt.datetime.fromtimestamp(mtime, tz=dt.UTC),
                     message=str(receipt.get("message", "")),
-                    event_id=f"{ref}:{code}",
+                    event_id=event_id,
                     ack_token=ref,
                 )
             )
         return updates
 
     def acknowledge(self, update: StatusUpdate) -> None:
-        receipt = self._read_receipt(update.ack_token or update.platform_ref)
+        ref = update.ack_token or update.platform_ref
+        receipt = self._read_receipt(ref)
         if receipt is None:
             return
         # The code acknowledged is the one read: a newer edit is still reported next time.
         receipt["acknowledged_status"] = update.code
-        self._write_receipt(update.ack_token or update.platform_ref, receipt)
+        receipt.setdefault("history", []).append(
+            {"code": update.code, "at": _now(), "source": "platform"}
+        )
+        self._write_receipt(ref, receipt)
 
     def report_status(self, *, platform_ref: str, tracking_id: str, code: str) -> None:
         receipt = self._read_receipt(platform_ref)

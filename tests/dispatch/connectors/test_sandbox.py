@@ -148,7 +148,7 @@ def test_fetch_statuses_reports_an_edited_receipt_until_acknowledged(tmp_path):
         "Approuvée par le client",
     )
     assert update.occurred_at is not None
-    assert update.event_id == "PARIS01_F000123.pdf:205"
+    assert update.event_id.startswith("PARIS01_F000123.pdf:205:")
     assert connector.fetch_statuses(platform_refs=refs) == [update]
 
     connector.acknowledge(update)
@@ -248,3 +248,33 @@ def test_polled_statuses_reach_the_dispatch_history(tmp_path):
     assert dispatch.lifecycle_code == "207"
     assert [(e.code, e.message) for e in dispatch.lifecycle.all()] == [("207", "En litige")]
     assert connector.fetch_statuses(platform_refs=[dispatch.platform_ref]) == []
+
+
+def test_a_status_the_receipt_comes_back_to_is_a_new_event(tmp_path):
+    integration = _integration(endpoint=str(tmp_path))
+    connector = SandboxConnector(integration)
+    receipt = connector.submit(_document())
+    dispatch = DispatchFactory(
+        debtor__establishment=integration.establishment,
+        channel=Channel.EINVOICE,
+        integration=integration,
+        idempotency_key=f"einvoice:{integration.pk}:1",
+        status=DispatchStatus.SENT,
+        sent_at=timezone.now(),
+        tracking_id="trk-0001",
+        platform_ref=receipt.platform_ref,
+    )
+
+    def poll():
+        updates = connector.fetch_statuses(platform_refs=[dispatch.platform_ref])
+        for update in lifecycle_record(integration=integration, updates=updates, source="poll"):
+            connector.acknowledge(update)
+
+    codes = ["205", "207", "205", "207", "205"]
+    for code in codes:
+        _edit_status(tmp_path, code)
+        poll()
+        poll()
+
+    assert [e.code for e in dispatch.lifecycle.all()] == codes
+    assert [entry["code"] for entry in _receipt(tmp_path)["history"]] == ["200", *codes]
