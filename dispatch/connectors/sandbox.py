@@ -48,6 +48,14 @@ def _write_atomic(path: Path, content: bytes) -> None:
         raise
 
 
+def _same_submission(receipt: Mapping[str, Any], document: Document) -> bool:
+    # A rebuilt document (after an unknown outcome) may differ by its PDF timestamps but
+    # keeps the dispatch's tracking id, which is what platforms search by.
+    return (
+        bool(document.tracking_id) and receipt.get("tracking_id") == document.tracking_id
+    ) or receipt.get("sha256") == document.sha256
+
+
 def _now() -> str:
     return timezone.now().isoformat()
 
@@ -100,9 +108,10 @@ class SandboxConnector(Connector):
         self._ensure_folder()
         existing = self._read_receipt(document.filename)
         if existing is not None and path.exists():
-            # Like a platform: the same document again is the same submission; another
-            # document under a name already taken is refused, never overwritten.
-            if existing.get("sha256") == document.sha256:
+            # Like a platform: the same submission again (our tracking id, or the same
+            # bytes) is answered with the first one; another document under a name already
+            # taken is refused, never overwritten.
+            if _same_submission(existing, document):
                 return SubmitReceipt(
                     platform_ref=document.filename,
                     code=str(existing.get("status", "")),
@@ -151,7 +160,7 @@ class SandboxConnector(Connector):
         receipt = self._read_receipt(document.filename)
         if receipt is None or not self._document_path(document.filename).exists():
             return None
-        if receipt.get("sha256") != document.sha256:
+        if not _same_submission(receipt, document):
             return None
         return SubmitReceipt(platform_ref=document.filename, code=str(receipt.get("status", "")))
 

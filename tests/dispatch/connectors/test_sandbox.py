@@ -103,7 +103,7 @@ def test_another_document_under_a_taken_name_is_rejected_not_overwritten(tmp_pat
     connector.submit(_document())
 
     with pytest.raises(RejectedError, match="different document"):
-        connector.submit(_document(content=b"%PDF-1.7 autre"))
+        connector.submit(_document(content=b"%PDF-1.7 autre", tracking_id="trk-0002"))
 
     assert (tmp_path / "PARIS01_F000123.pdf").read_bytes() == b"%PDF-1.7 facture"
 
@@ -126,7 +126,20 @@ def test_find_submission_finds_the_file_or_says_none(tmp_path):
     connector.submit(document)
     found = connector.find_submission(document)
     assert (found.platform_ref, found.code) == ("PARIS01_F000123.pdf", "200")
-    assert connector.find_submission(_document(content=b"other")) is None
+    # A rebuilt document (other PDF timestamps) of the same submission is found.
+    rebuilt = connector.find_submission(_document(content=b"rebuilt"))
+    assert rebuilt.platform_ref == "PARIS01_F000123.pdf"
+    assert connector.find_submission(_document(content=b"other", tracking_id="trk-9")) is None
+
+
+def test_a_rebuilt_document_of_the_same_submission_is_not_written_again(tmp_path):
+    connector = SandboxConnector(_integration(endpoint=str(tmp_path)))
+    connector.submit(_document())
+
+    again = connector.submit(_document(content=b"%PDF-1.7 facture, rebuilt"))
+
+    assert (again.platform_ref, again.code) == ("PARIS01_F000123.pdf", "200")
+    assert (tmp_path / "PARIS01_F000123.pdf").read_bytes() == b"%PDF-1.7 facture"
 
 
 def test_fetch_statuses_reports_an_edited_receipt_until_acknowledged(tmp_path):
