@@ -307,7 +307,7 @@ def _claim(*, dispatch_id: int, now: dt.datetime) -> Dispatch | None:
         dispatch.attempts += 1
         dispatch.claimed_at = now
         dispatch.next_attempt_at = None
-        if not dispatch.message_id:
+        if dispatch.channel == Channel.EMAIL and not dispatch.message_id:
             dispatch.message_id = make_msgid(
                 idstring=f"letter{dispatch.pk}", domain=_billing("MESSAGE_ID_DOMAIN")
             )
