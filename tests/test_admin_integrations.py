@@ -43,6 +43,14 @@ def _english():
         yield
 
 
+@pytest.fixture
+def admin_client(admin_client):
+    # The admin's requests take their language from LocaleMiddleware (French by default),
+    # not from the override above: ask for English as a browser would.
+    admin_client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return admin_client
+
+
 def _integration(**fields) -> Integration:
     values = {
         "establishment": fields.pop("establishment", None) or EstablishmentFactory(),

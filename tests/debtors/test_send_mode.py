@@ -23,6 +23,14 @@ def _english():
         yield
 
 
+@pytest.fixture
+def admin_client(admin_client):
+    # The admin's requests take their language from LocaleMiddleware (French by default),
+    # not from the override above: ask for English as a browser would.
+    admin_client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return admin_client
+
+
 def _integration(establishment, *, name="Bavel", active=True, provider=Provider.BAVEL):
     return Integration.objects.create(
         establishment=establishment, provider=provider, name=name, active=active

@@ -222,7 +222,8 @@ def test_config_refuses_unsafe_endpoints(endpoint, problem):
         options={"hotel_code": "PAR01"},
     )
     integration_set_secrets(integration=integration, credentials={"username": "u", "password": "p"})
-    with pytest.raises(ConfigurationError, match=problem):
+    # The messages are matched in English, the source language; French is the default.
+    with translation.override("en"), pytest.raises(ConfigurationError, match=problem):
         BavelConfig.from_integration(integration)
 
 
@@ -290,7 +291,7 @@ def test_wrong_password_is_a_configuration_error_not_a_rejected_invoice(
     integration_set_secrets(
         integration=integration, credentials={"username": USERNAME, "password": "wrong"}
     )
-    with pytest.raises(ConfigurationError, match="credentials"):
+    with translation.override("en"), pytest.raises(ConfigurationError, match="credentials"):
         connector_for(integration).submit(make_document())
     assert bavel.outbox == {}
     assert HttpAttempt.objects.get().status_code == 401
@@ -536,5 +537,5 @@ def test_test_connection_with_a_wrong_password_says_so(bavel, integration):
     integration_set_secrets(
         integration=integration, credentials={"username": USERNAME, "password": "nope"}
     )
-    with pytest.raises(ConfigurationError, match="credentials"):
+    with translation.override("en"), pytest.raises(ConfigurationError, match="credentials"):
         connector_for(integration).test_connection()
