@@ -111,6 +111,8 @@ demo: system-deps install messages
 	    smtp) echo "Emails: handed to the SMTP server at $$where (EMAIL_URL)";; \
 	    *)    echo "Emails: sent through $$where (EMAIL_URL)";; \
 	esac; \
+	einvoices=$$(find var/einvoices -name '*.receipt.json' 2>/dev/null | wc -l); \
+	echo "E-invoices: $$einvoices submitted to the sandbox platform, in var/einvoices/ (each PDF with its .receipt.json)"; \
 	echo "Admin:  make serve, then http://$(SERVE_ADDRESS)/admin/ with user $(DEMO_USER), password $(DEMO_PASSWORD)"; \
 	echo "Again:  make demo sends nothing new for the same business date"
 
