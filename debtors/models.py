@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 from django.db import models
+from simple_history.models import HistoricalRecords
 from django.utils.translation import gettext_lazy as _
 
 from establishments.models import Language
@@ -87,6 +88,8 @@ class DebtorAccount(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = DebtorAccountQuerySet.as_manager()
+    # Who changed what and when, shown on the accountants' detail page.
+    history = HistoricalRecords(excluded_fields=["created_at", "updated_at"])
 
     class Meta:
         verbose_name = _("debtor account")

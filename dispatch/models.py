@@ -143,6 +143,12 @@ CONFIGURATION_REASONS = frozenset(
 class RunTrigger(models.TextChoices):
     SCHEDULE = "schedule", _("Schedule")
     COMMAND = "command", _("Command")
+    # One debtor, "send now" on the accountants' page: not the establishment's nightly run.
+    MANUAL = "manual", _("Sent now by an accountant")
+
+
+# Runs that process a whole establishment: one of them done means the night is done.
+FULL_RUN_TRIGGERS = (RunTrigger.SCHEDULE, RunTrigger.COMMAND)
 
 
 class Run(models.Model):

@@ -124,7 +124,9 @@ def _is_valid_email(value: str) -> bool:
     return True
 
 
-def _pending_rows(*, establishment: Establishment, business_date: dt.date) -> Iterator[dict]:
+def _pending_rows(
+    *, establishment: Establishment, business_date: dt.date, debtor_ids: list[int] | None = None
+) -> Iterator[dict]:
     sent_items = DispatchItem.objects.filter(
         invoice=OuterRef("pk"), dispatch__status=DispatchStatus.SENT
     )
@@ -135,10 +137,13 @@ def _pending_rows(*, establishment: Establishment, business_date: dt.date) -> It
         .order_by("-business_date")
         .values("business_date")[:1]
     )
+    invoices = Invoice.objects.pending().filter(
+        establishment=establishment, issue_date__lte=business_date
+    )
+    if debtor_ids is not None:
+        invoices = invoices.filter(debtor_id__in=debtor_ids)
     return (
-        Invoice.objects.pending()
-        .filter(establishment=establishment, issue_date__lte=business_date)
-        .annotate(ever_sent=Exists(sent_items), last_letter_date=Subquery(last_letter))
+        invoices.annotate(ever_sent=Exists(sent_items), last_letter_date=Subquery(last_letter))
         .order_by("debtor_id", "due_date", "number")
         .values(
             "id",
@@ -237,12 +242,20 @@ def _batched(items: list, size: int = BATCH_SIZE) -> Iterable[list]:
 
 
 def establishment_plan_letters(
-    *, establishment: Establishment, business_date: dt.date
+    *,
+    establishment: Establishment,
+    business_date: dt.date,
+    debtor_ids: list[int] | None = None,
 ) -> EstablishmentPlan:
-    """Decide, for every debtor with pending invoices, whether it gets a letter tonight."""
+    """Decide, for every debtor with pending invoices, whether it gets a letter tonight.
+
+    `debtor_ids` restricts the plan to those debtors ("send now" for one account).
+    """
     decisions: dict[int, DebtorDecision] = {}
     first_rows: dict[int, dict] = {}
-    for row in _pending_rows(establishment=establishment, business_date=business_date):
+    for row in _pending_rows(
+        establishment=establishment, business_date=business_date, debtor_ids=debtor_ids
+    ):
         debtor_id = row["debtor_id"]
         decision = decisions.get(debtor_id)
         if decision is None:

@@ -22,6 +22,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from debtors.models import DebtorAccount
 from establishments.models import Establishment
 
 from .connectors.base import (
@@ -32,6 +33,7 @@ from .connectors.base import (
     TransientError,
 )
 from .models import (
+    FULL_RUN_TRIGGERS,
     SENDABLE_STATUSES,
     Channel,
     Dispatch,
@@ -97,6 +99,7 @@ def run_execute(
     trigger: str,
     enqueue: bool,
     now: dt.datetime | None = None,
+    debtor_ids: list[int] | None = None,
 ) -> RunOutcome | None:
     """Plan one establishment's business date and write the outbox in one transaction.
 
@@ -113,11 +116,14 @@ def run_execute(
             and Run.objects.filter(
                 establishment=establishment,
                 business_date=business_date,
+                trigger__in=FULL_RUN_TRIGGERS,
                 finished_at__isnull=False,
             ).exists()
         ):
             return None
-        plan = establishment_plan_letters(establishment=establishment, business_date=business_date)
+        plan = establishment_plan_letters(
+            establishment=establishment, business_date=business_date, debtor_ids=debtor_ids
+        )
         run = Run.objects.create(
             establishment=establishment, business_date=business_date, trigger=trigger
         )
@@ -230,6 +236,12 @@ def run_execute(
             update_fields=["planned_count", "skipped_count", "skipped_by_reason", "finished_at"]
         )
         due_ids = dispatch_ids_due(now=now, establishment_id=establishment.pk)
+        if debtor_ids is not None:
+            due_ids = list(
+                Dispatch.objects.filter(pk__in=due_ids, debtor_id__in=debtor_ids).values_list(
+                    "pk", flat=True
+                )
+            )
         if enqueue:
             transaction.on_commit(lambda: _enqueue_sends(due_ids))
     created_ids = [d.pk for d in [*dispatches, *submissions]]
@@ -567,7 +579,10 @@ def due_establishments_process(*, now: dt.datetime | None = None) -> dict:
         if business_date is None:
             continue
         if Run.objects.filter(
-            establishment=establishment, business_date=business_date, finished_at__isnull=False
+            establishment=establishment,
+            business_date=business_date,
+            trigger__in=FULL_RUN_TRIGGERS,
+            finished_at__isnull=False,
         ).exists():
             continue
         planned.append((establishment.code, business_date.isoformat()))
@@ -577,3 +592,23 @@ def due_establishments_process(*, now: dt.datetime | None = None) -> dict:
     swept = dispatch_ids_due(now=now)
     _enqueue_sends(swept)
     return {"interrupted": interrupted, "planned": planned, "swept": len(swept)}
+
+
+def debtor_send_now(*, debtor: DebtorAccount, now: dt.datetime | None = None) -> RunOutcome:
+    """An accountant's "send now": tonight's decision for one debtor, taken right away.
+
+    It uses the same planner and keys as the nightly run, so a second click on the same
+    business date sends nothing new, and the nightly run does not send it again either.
+    The business date is the establishment's local date, whatever its send hour.
+    """
+    now = now or timezone.now()
+    establishment = debtor.establishment
+    business_date = now.astimezone(establishment.tzinfo).date()
+    return run_execute(
+        establishment=establishment,
+        business_date=business_date,
+        trigger=RunTrigger.MANUAL,
+        enqueue=True,
+        now=now,
+        debtor_ids=[debtor.pk],
+    )

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Round
 from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
 
 from establishments.models import currency_validator
 
@@ -85,6 +86,8 @@ class Invoice(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = InvoiceQuerySet.as_manager()
+    # Status and dispute changes, shown with the debtor's history.
+    history = HistoricalRecords(excluded_fields=["created_at", "updated_at"])
 
     class Meta:
         verbose_name = _("invoice")

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "simple_history",
     "establishments",
     "debtors",
     "invoicing",
@@ -50,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Records who made each change kept by django-simple-history.
+    "simple_history.middleware.HistoryRequestMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -97,6 +100,12 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# The accountants' pages live under /billing/; the admin keeps its own login.
+LOGIN_URL = "billing:login"
+LOGIN_REDIRECT_URL = "billing:debtor_list"
+LOGOUT_REDIRECT_URL = "billing:login"
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
 # Compressed but not manifest storage: a manifest would make every page fail (tests, runserver)
 # until collectstatic has run.

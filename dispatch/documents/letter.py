@@ -21,7 +21,7 @@ from django.utils import formats, translation
 from django.utils.text import slugify
 
 from dispatch.models import Dispatch, DispatchItem
-from invoicing.models import ZERO
+from invoicing.models import ZERO, Invoice, cents
 
 LETTER_TEMPLATE = "dispatch/letter.html"
 EMAIL_SUBJECT_TEMPLATE = "dispatch/email/letter_subject.txt"
@@ -98,9 +98,6 @@ def letter_data_from_dispatch(*, dispatch: Dispatch) -> LetterData:
         .prefetch_related(Prefetch("items", queryset=items))
         .get(pk=dispatch.pk)
     )
-    establishment = dispatch.establishment
-    debtor = dispatch.debtor
-
     lines = tuple(
         LetterLine(
             number=item.invoice.number,
@@ -113,6 +110,53 @@ def letter_data_from_dispatch(*, dispatch: Dispatch) -> LetterData:
         )
         for item in dispatch.items.all()
     )
+    return _letter_data(
+        establishment=dispatch.establishment,
+        debtor=dispatch.debtor,
+        business_date=dispatch.business_date,
+        language=dispatch.language,
+        currency=dispatch.currency,
+        lines=lines,
+    )
+
+
+def letter_data_for_debtor(*, debtor, business_date: dt.date) -> LetterData | None:
+    """The letter the next run would send the debtor, from today's pending invoices.
+
+    None when nothing is pending. Nothing is written: this is the accountants' preview.
+    """
+    invoices = list(
+        Invoice.objects.pending()
+        .filter(debtor=debtor, issue_date__lte=business_date)
+        .select_related("establishment")
+        .order_by("due_date", "number")
+    )
+    if not invoices:
+        return None
+    establishment = debtor.establishment
+    lines = tuple(
+        LetterLine(
+            number=invoice.number,
+            issue_date=invoice.issue_date,
+            due_date=invoice.due_date,
+            total=invoice.gross_total,
+            paid=cents(invoice.amount_paid),
+            due=cents(invoice.amount_due),
+            days_overdue=max(0, (business_date - invoice.due_date).days),
+        )
+        for invoice in invoices
+    )
+    return _letter_data(
+        establishment=establishment,
+        debtor=debtor,
+        business_date=business_date,
+        language=debtor.language or establishment.language,
+        currency=establishment.currency,
+        lines=lines,
+    )
+
+
+def _letter_data(*, establishment, debtor, business_date, language, currency, lines):
     debtor_address = [debtor.address_line1, debtor.address_line2]
     debtor_address.append(" ".join(part for part in (debtor.postal_code, debtor.city) if part))
     # A domestic letter omits the country, as the post office expects.
@@ -139,11 +183,11 @@ def letter_data_from_dispatch(*, dispatch: Dispatch) -> LetterData:
             account_number=debtor.account_number,
             address_lines=_non_empty(*debtor_address),
         ),
-        business_date=dispatch.business_date,
-        language=dispatch.language,
-        currency=dispatch.currency,
+        business_date=business_date,
+        language=language,
+        currency=currency,
         lines=lines,
-        total_due=dispatch.total_due,
+        total_due=sum((line.due for line in lines), ZERO),
         overdue_total=sum((line.due for line in lines if line.is_overdue), ZERO),
     )
 
