@@ -24,9 +24,7 @@ urlpatterns = [
     path("debtors/<int:pk>/pause/", debtor_views.debtor_pause, name="debtor_pause"),
     path("debtors/<int:pk>/resume/", debtor_views.debtor_resume, name="debtor_resume"),
     path("invoices/<int:pk>/dispute/", debtor_views.invoice_dispute, name="invoice_dispute"),
-    path(
-        "invoices/<int:pk>/undispute/", debtor_views.invoice_undispute, name="invoice_undispute"
-    ),
+    path("invoices/<int:pk>/undispute/", debtor_views.invoice_undispute, name="invoice_undispute"),
     path("checks/", dispatch_views.configuration_check, name="checks"),
     path("runs/", dispatch_views.run_list, name="run_list"),
     path("runs/preview/", dispatch_views.run_preview, name="run_preview"),

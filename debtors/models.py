@@ -1,8 +1,8 @@
 from decimal import Decimal
 
 from django.db import models
-from simple_history.models import HistoricalRecords
 from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
 
 from establishments.models import Language
 
