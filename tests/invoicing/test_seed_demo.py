@@ -133,3 +133,19 @@ def test_seed_demo_keeps_the_first_anchor():
 
     assert f"dates relative to {first_seeded.date()}" in out
     assert snapshot()["Invoice"] == invoices_before
+
+
+@pytest.mark.django_db
+def test_seed_creates_the_accountants_of_the_pages(django_user_model):
+
+    from establishments.selectors import establishment_list_for_user
+
+    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", stdout=StringIO())
+    accountant = django_user_model.objects.get(username="comptable")
+    assert accountant.check_password("demo-billing-2026")
+    assert accountant.has_perm("debtors.change_debtoraccount")
+    assert [e.code for e in establishment_list_for_user(user=accountant)] == ["paris-lumiere"]
+    direction = django_user_model.objects.get(username="direction")
+    assert not direction.has_perm("debtors.change_debtoraccount")
+    assert establishment_list_for_user(user=direction).count() == 2

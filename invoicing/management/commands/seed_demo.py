@@ -1,6 +1,7 @@
 import datetime as dt
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -8,12 +9,18 @@ from django.utils.translation import gettext as _
 
 from dispatch.models import Integration, Provider
 from establishments.models import Establishment
-from invoicing.demo import EINVOICING_ACTIVE, EINVOICING_INTEGRATION, PARIS, demo_data
+from invoicing.demo import CANCUN, EINVOICING_ACTIVE, EINVOICING_INTEGRATION, PARIS, demo_data
 from invoicing.importing import billing_data_import
 from invoicing.management.commands.import_billing_data import report_lines
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-billing-2026"
+# (user name, group, establishment codes): an accountant of the Paris hotel, and the
+# group's management who reads both hotels.
+DEMO_STAFF = [
+    ("comptable", "Comptables", [PARIS]),
+    ("direction", "Direction", [PARIS, CANCUN]),
+]
 
 
 class Command(BaseCommand):
@@ -37,6 +44,7 @@ class Command(BaseCommand):
             report = billing_data_import(data=data)
             report.establishments = hotels.establishments
             user_created = self._ensure_user()
+            self._ensure_staff_users()
 
         self.stdout.write(_("Demo data (dates relative to %(anchor)s):") % {"anchor": anchor})
         for line in report_lines(report):
@@ -54,6 +62,19 @@ class Command(BaseCommand):
             _("Admin login: user %(user)s, password %(password)s")
             % {"user": DEMO_USERNAME, "password": DEMO_PASSWORD}
         )
+        for username, group, codes in DEMO_STAFF:
+            self.stdout.write(
+                _(
+                    "Accountants' pages (/billing/): user %(user)s (%(group)s: %(codes)s), "
+                    "password %(password)s"
+                )
+                % {
+                    "user": username,
+                    "group": group,
+                    "codes": ", ".join(codes),
+                    "password": DEMO_PASSWORD,
+                }
+            )
 
     def _ensure_integrations(self) -> None:
         """The demo's e-invoicing platforms: the sandbox connector, writing to var/einvoices."""
@@ -63,6 +84,18 @@ class Command(BaseCommand):
                 name=name,
                 defaults={"provider": Provider.SANDBOX, "active": EINVOICING_ACTIVE[code]},
             )
+
+    def _ensure_staff_users(self) -> None:
+        """Users of the accountants' pages, each a member of its establishments."""
+        User = get_user_model()
+        for username, group_name, codes in DEMO_STAFF:
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+            user.groups.add(Group.objects.get(name=group_name))
+            for establishment in Establishment.objects.filter(code__in=codes):
+                establishment.members.add(user)
 
     def _ensure_user(self) -> bool:
         User = get_user_model()
