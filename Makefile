@@ -113,12 +113,14 @@ demo: system-deps install messages
 	esac; \
 	einvoices=$$(find var/einvoices -name '*.receipt.json' 2>/dev/null | wc -l); \
 	echo "E-invoices: $$einvoices submitted to the sandbox platform, in var/einvoices/ (each PDF with its .receipt.json)"; \
+	echo "Pages:  make serve, then http://$(SERVE_ADDRESS)/billing/ with user comptable, password $(DEMO_PASSWORD)"; \
 	echo "Admin:  make serve, then http://$(SERVE_ADDRESS)/admin/ with user $(DEMO_USER), password $(DEMO_PASSWORD)"; \
 	echo "Again:  make demo sends nothing new for the same business date"
 
 serve: system-deps install messages
 	@mkdir -p var
 	$(MANAGE) migrate --noinput
+	@echo "Accountants' pages: http://$(SERVE_ADDRESS)/billing/  user comptable (Paris) or direction, password $(DEMO_PASSWORD)"
 	@echo "Admin: http://$(SERVE_ADDRESS)/admin/  user $(DEMO_USER), password $(DEMO_PASSWORD) (created by make demo)"
 	$(MANAGE) runserver $(SERVE_ADDRESS)
 
