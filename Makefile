@@ -11,8 +11,9 @@ INSTALL_STAMP := $(VENV)/.installed-from-pyproject
 # The demo always runs on the default settings, whatever the calling shell exported.
 MANAGE := DJANGO_SETTINGS_MODULE=config.settings.base $(PY) manage.py
 
-# What WeasyPrint needs to render PDFs, and gettext for compilemessages.
-SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core gettext
+# What WeasyPrint needs to render PDFs, gettext for compilemessages, and Debian's chromium
+# for the browser tests (Playwright drives it; `playwright install` is never used).
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core gettext chromium
 
 # Created by `manage.py seed_demo`, which prints them too.
 DEMO_USER := demo
