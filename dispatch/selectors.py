@@ -382,3 +382,395 @@ def dispatch_ids_due(
         qs = qs.filter(establishment_id=establishment_id)
     ids = qs.order_by("id").values_list("id", flat=True)
     return list(ids[:limit] if limit else ids)
+
+
+# --- Accountants' pages: configuration check and tonight's preview (issue 4) -----------------
+
+from django.db.models import Case, Count, IntegerField, Prefetch, Sum, Value, When  # noqa: E402
+
+from .models import (  # noqa: E402
+    CONFIGURATION_REASONS,
+    FULL_RUN_TRIGGERS,
+    DispatchEvent,
+    Integration,
+    LifecycleEvent,
+    Run,
+    SkippedDebtor,
+)
+
+# Reasons shown first on the check, in this order, as "to fix"; the cadence ones follow.
+_REASON_ORDER = [choice.value for choice in SkipReason]
+
+
+def _reason_rank(reason: str) -> int:
+    position = _REASON_ORDER.index(reason) if reason in _REASON_ORDER else len(_REASON_ORDER)
+    return position + (0 if reason in CONFIGURATION_REASONS else len(_REASON_ORDER) + 1)
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """When the nightly job next processes an establishment, and for which business date."""
+
+    business_date: dt.date
+    # True: the hourly job takes it at its next pass (send hour passed, date not done yet).
+    due_now: bool
+    # The local moment from which it is due (the send hour of `business_date`).
+    due_at: dt.datetime
+
+
+def establishment_next_runs(
+    *, establishments: Iterable[Establishment], now: dt.datetime
+) -> dict[int, NextRun]:
+    """The business date the next nightly run of each establishment will plan.
+
+    Before the local send hour it is today's local date (due at the send hour); after
+    it, today's date until a full run of that date has finished (due now), then
+    tomorrow's. One query whatever the number of establishments.
+    """
+    establishments = list(establishments)
+    today = {e.pk: now.astimezone(e.tzinfo).date() for e in establishments}
+    done = set()
+    if establishments:
+        done = set(
+            Run.objects.filter(
+                establishment_id__in=list(today),
+                business_date__gte=min(today.values()),
+                trigger__in=FULL_RUN_TRIGGERS,
+                finished_at__isnull=False,
+            ).values_list("establishment_id", "business_date")
+        )
+    result: dict[int, NextRun] = {}
+    for establishment in establishments:
+        local_today = today[establishment.pk]
+        send_hour_passed = (
+            establishment_business_date(establishment=establishment, now=now) is not None
+        )
+        if not send_hour_passed:
+            business_date, due_now = local_today, False
+        elif (establishment.pk, local_today) not in done:
+            business_date, due_now = local_today, True
+        else:
+            business_date, due_now = local_today + dt.timedelta(days=1), False
+        due_at = dt.datetime.combine(
+            business_date, dt.time(establishment.send_hour), tzinfo=establishment.tzinfo
+        )
+        result[establishment.pk] = NextRun(
+            business_date=business_date, due_now=due_now, due_at=due_at
+        )
+    return result
+
+
+@dataclass
+class SkipGroup:
+    """The debtors one reason keeps out of the next run, with what is at stake."""
+
+    reason: str
+    configuration: bool
+    debtors: list[DebtorDecision]
+
+    @property
+    def label(self) -> str:
+        return SkipReason(self.reason).label if self.reason in _REASON_ORDER else self.reason
+
+    @property
+    def count(self) -> int:
+        return len(self.debtors)
+
+    @property
+    def invoice_count(self) -> int:
+        return sum(len(d.invoices) for d in self.debtors)
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((d.total_due for d in self.debtors), ZERO)
+
+
+@dataclass
+class EstablishmentCheck:
+    """One establishment on the configuration check (and its preview)."""
+
+    establishment: Establishment
+    auto_send: bool
+    next_run: NextRun
+    # Planned by the same planner as the nightly run; None when auto-send is off.
+    plan: EstablishmentPlan | None
+    groups: list[SkipGroup] = field(default_factory=list)
+    # Establishments with auto-send off: what stays pending with nothing sent.
+    pending_invoice_count: int = 0
+    pending_total: Decimal = ZERO
+
+    @property
+    def currency(self) -> str:
+        return self.establishment.currency
+
+    @property
+    def configuration_groups(self) -> list[SkipGroup]:
+        return [g for g in self.groups if g.configuration]
+
+    @property
+    def cadence_groups(self) -> list[SkipGroup]:
+        return [g for g in self.groups if not g.configuration]
+
+    @property
+    def to_fix_count(self) -> int:
+        return sum(g.count for g in self.configuration_groups)
+
+    @property
+    def to_fix_amount(self) -> Decimal:
+        return sum((g.amount for g in self.configuration_groups), ZERO)
+
+    @property
+    def other_skip_count(self) -> int:
+        return sum(g.count for g in self.cadence_groups)
+
+
+def _skip_groups(skips: list[DebtorDecision]) -> list[SkipGroup]:
+    by_reason: dict[str, list[DebtorDecision]] = {}
+    for decision in skips:
+        by_reason.setdefault(decision.reason, []).append(decision)
+    return [
+        SkipGroup(
+            reason=reason,
+            configuration=reason in CONFIGURATION_REASONS,
+            debtors=sorted(by_reason[reason], key=lambda d: (-d.total_due, d.name.lower())),
+        )
+        for reason in sorted(by_reason, key=_reason_rank)
+    ]
+
+
+def configuration_check(
+    *, establishments: Iterable[Establishment], now: dt.datetime
+) -> list[EstablishmentCheck]:
+    """What the next nightly run of each establishment would skip, grouped by reason.
+
+    Establishments with auto-send on are planned by `establishment_plan_letters`, the
+    nightly run's own planner, for the business date of their next run (see
+    `establishment_next_runs`), so the check cannot disagree with the run. Nothing is
+    written. Those with auto-send off are not planned (nothing is sent for them) and
+    carry their pending total instead. Queries: a fixed few per establishment, none per
+    debtor.
+    """
+    establishments = list(establishments)
+    next_runs = establishment_next_runs(establishments=establishments, now=now)
+    off_ids = [e.pk for e in establishments if not e.auto_send_pending_invoices]
+    pending_off: dict[int, dict] = {}
+    if off_ids:
+        pending_off = {
+            row["establishment_id"]: row
+            for row in Invoice.objects.pending()
+            .filter(establishment_id__in=off_ids)
+            .order_by()
+            .values("establishment_id")
+            .annotate(count=Count("id"), total=Sum("amount_due"))
+        }
+    checks: list[EstablishmentCheck] = []
+    for establishment in establishments:
+        next_run = next_runs[establishment.pk]
+        if not establishment.auto_send_pending_invoices:
+            row = pending_off.get(establishment.pk, {})
+            checks.append(
+                EstablishmentCheck(
+                    establishment=establishment,
+                    auto_send=False,
+                    next_run=next_run,
+                    plan=None,
+                    pending_invoice_count=row.get("count", 0),
+                    pending_total=cents(row.get("total") or ZERO),
+                )
+            )
+            continue
+        plan = establishment_plan_letters(
+            establishment=establishment, business_date=next_run.business_date
+        )
+        checks.append(
+            EstablishmentCheck(
+                establishment=establishment,
+                auto_send=True,
+                next_run=next_run,
+                plan=plan,
+                groups=_skip_groups(plan.skips),
+            )
+        )
+    return checks
+
+
+def configuration_to_fix_counts(
+    *, establishments: Iterable[Establishment], now: dt.datetime
+) -> dict[int, int | None]:
+    """Debtors skipped for a configuration reason by the next run, per establishment id.
+
+    None for an establishment whose auto-send is off (no run, nothing to fix tonight).
+    """
+    return {
+        check.establishment.pk: check.to_fix_count if check.auto_send else None
+        for check in configuration_check(establishments=establishments, now=now)
+    }
+
+
+@dataclass(frozen=True)
+class PlannedSubmission:
+    """One e-invoice the next run would submit."""
+
+    decision: DebtorDecision
+    invoice: PendingInvoice
+    integration_name: str
+
+
+@dataclass
+class EstablishmentPreview:
+    """The dry run of an establishment's next run: what it would send, and what it skips."""
+
+    check: EstablishmentCheck
+    submissions: list[PlannedSubmission] = field(default_factory=list)
+
+    @property
+    def establishment(self) -> Establishment:
+        return self.check.establishment
+
+    @property
+    def letters(self) -> list[DebtorDecision]:
+        return self.check.plan.letters if self.check.plan else []
+
+    @property
+    def waiting(self) -> list[DebtorDecision]:
+        """Letters of this business date already in the outbox, not sent yet."""
+        return self.check.plan.existing if self.check.plan else []
+
+    @property
+    def waiting_rows(self) -> list[tuple[DebtorDecision, str]]:
+        return [(d, DispatchStatus(d.existing_status).label) for d in self.waiting]
+
+    @property
+    def letters_total(self) -> Decimal:
+        return sum((d.total_due for d in self.letters), ZERO)
+
+    @property
+    def submissions_total(self) -> Decimal:
+        return sum((s.invoice.amount_due for s in self.submissions), ZERO)
+
+    @property
+    def skip_count(self) -> int:
+        return sum(g.count for g in self.check.groups)
+
+
+def run_preview(
+    *, establishments: Iterable[Establishment], now: dt.datetime
+) -> list[EstablishmentPreview]:
+    """What the next run of each establishment would send: a dry run, nothing written."""
+    previews = [
+        EstablishmentPreview(check=check)
+        for check in configuration_check(establishments=establishments, now=now)
+    ]
+    integration_ids = {
+        d.integration_id
+        for p in previews
+        if p.check.plan
+        for d in p.check.plan.submitters
+        if d.integration_id
+    }
+    names = dict(
+        Integration.objects.filter(pk__in=integration_ids).values_list("pk", "name")
+        if integration_ids
+        else []
+    )
+    for preview in previews:
+        if preview.check.plan is None:
+            continue
+        preview.submissions = [
+            PlannedSubmission(
+                decision=decision,
+                invoice=invoice,
+                integration_name=names.get(decision.integration_id, decision.provider),
+            )
+            for decision in sorted(preview.check.plan.submitters, key=lambda d: d.name.lower())
+            for invoice in decision.submissions
+        ]
+    return previews
+
+
+# Failures first on a run's page: what needs someone's attention, then what is in flight.
+_STATUS_RANK = {
+    DispatchStatus.FAILED: 0,
+    DispatchStatus.REJECTED: 1,
+    DispatchStatus.RETRY: 2,
+    DispatchStatus.SENDING: 3,
+    DispatchStatus.PENDING: 4,
+    DispatchStatus.SENT: 5,
+    DispatchStatus.SUPERSEDED: 6,
+}
+
+
+def run_list(*, establishments, establishment_id: int | None = None):
+    """Runs of the given establishments, newest first, with live dispatch counts.
+
+    `live_sent`, `live_failed` (failed or rejected by the platform) and `live_waiting`
+    are counted from the dispatches in the same query as the page: a letter sent by a
+    retry after the run was recorded shows as sent.
+    """
+    runs = Run.objects.filter(establishment__in=establishments)
+    if establishment_id is not None:
+        runs = runs.filter(establishment_id=establishment_id)
+    return (
+        runs.select_related("establishment")
+        .annotate(
+            live_sent=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.SENT)),
+            live_failed=Count(
+                "dispatches",
+                filter=Q(dispatches__status__in=[DispatchStatus.FAILED, DispatchStatus.REJECTED]),
+            ),
+            live_waiting=Count(
+                "dispatches",
+                filter=Q(
+                    dispatches__status__in=[
+                        DispatchStatus.PENDING,
+                        DispatchStatus.SENDING,
+                        DispatchStatus.RETRY,
+                    ]
+                ),
+            ),
+        )
+        .order_by("-started_at", "-id")
+    )
+
+
+def run_get(*, establishments, run_id: int) -> Run:
+    """One run of the given establishments, with the live counts of `run_list`.
+
+    Run.DoesNotExist for a run of any other establishment.
+    """
+    return run_list(establishments=establishments).get(pk=run_id)
+
+
+def run_dispatches(*, run: Run):
+    """A run's dispatches, failures first, with their invoices and events prefetched."""
+    rank = Case(
+        *[When(status=status, then=Value(value)) for status, value in _STATUS_RANK.items()],
+        default=Value(len(_STATUS_RANK)),
+        output_field=IntegerField(),
+    )
+    return (
+        Dispatch.objects.filter(run=run)
+        .select_related("debtor", "integration")
+        .prefetch_related(
+            Prefetch("items", queryset=DispatchItem.objects.select_related("invoice")),
+            Prefetch("events", queryset=DispatchEvent.objects.order_by("at", "id")),
+            Prefetch("lifecycle", queryset=LifecycleEvent.objects.order_by("received_at", "id")),
+        )
+        .annotate(status_rank=rank)
+        .order_by("status_rank", "debtor__name", "id")
+    )
+
+
+def run_skips(*, run: Run):
+    """A run's skipped debtors: configuration reasons first, then larger amounts."""
+    rank = Case(
+        *[When(reason=reason, then=Value(_reason_rank(reason))) for reason in _REASON_ORDER],
+        default=Value(2 * len(_REASON_ORDER) + 2),
+        output_field=IntegerField(),
+    )
+    return (
+        SkippedDebtor.objects.filter(run=run)
+        .select_related("debtor")
+        .annotate(reason_rank=rank)
+        .order_by("reason_rank", "-amount_due", "debtor__name", "id")
+    )
