@@ -147,19 +147,30 @@ def debtor_list(request):
     debtors = debtors.order_by(*SORTS[sort])
 
     # One query for both figures; the paginator is given the count instead of asking again.
-    # Aliases distinct from the annotations: Django cannot aggregate `total_due` into a
-    # result also named `total_due` ("column does not exist").
-    totals = debtors.order_by().aggregate(found=Count("pk"), due=Sum("total_due"))
+    # One query for the count and the totals, by currency: establishments may bill in
+    # different ones. Aliases differ from the annotations: Django cannot aggregate
+    # `total_due` into a result also named `total_due` ("column does not exist").
+    totals = list(
+        debtors.order_by()
+        .values("establishment__currency")
+        .annotate(found=Count("pk"), due=Sum("total_due"))
+        .order_by("establishment__currency")
+    )
+    count = sum(row["found"] for row in totals)
     size = _page_size(request)
     paginator = Paginator(debtors, size)
-    paginator.count = totals["found"]
+    # Given, so that the paginator does not count again.
+    paginator.count = count
     page = paginator.get_page(request.GET.get("page"))
 
-    from dispatch.models import SkipReason
+    from dispatch.models import LifecycleCode, SkipReason
 
     for debtor in page.object_list:
         debtor.misconfig_label = (
             SkipReason(debtor.misconfig_reason).label if debtor.misconfig_reason else ""
+        )
+        debtor.einvoice_label = (
+            LifecycleCode(debtor.einvoice_status).label if debtor.einvoice_status else ""
         )
 
     params = {k: v for k, v in request.GET.items() if k not in ("page", "sort", "size") and v}
@@ -185,8 +196,11 @@ def debtor_list(request):
             "form": form,
             "page": page,
             "paginator": paginator,
-            "count": totals["found"],
-            "total_due": totals["due"] or ZERO,
+            "count": count,
+            "totals": [
+                {"currency": row["establishment__currency"], "due": row["due"] or ZERO}
+                for row in totals
+            ],
             "sort": sort,
             "sort_links": sort_links,
             "page_query": urlencode({**params, "sort": sort}),

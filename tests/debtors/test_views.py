@@ -155,7 +155,7 @@ def test_list_amounts_sort_and_filters(client_, hotel, debtor):
     assert rows["Agence Soleil"].pending_count == 2
     assert rows["Agence Soleil"].oldest_due_date == TODAY - dt.timedelta(days=40)
     assert rows["Zero Ltd"].total_due == Decimal("0.00")
-    assert response.context["total_due"] == Decimal("750.00")
+    assert response.context["totals"] == [{"currency": "EUR", "due": Decimal("750.00")}]
     assert response.context["count"] == 4
 
     response = client_.get(url, {"sort": "oldest_due"})
