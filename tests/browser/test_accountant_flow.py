@@ -53,7 +53,10 @@ def accountant():
     # transactional_db empties every table between tests, the data migration's groups too.
     groups_install(apps=django_apps)
     user = get_user_model().objects.create_user(
-        username="claire", password=PASSWORD, first_name="Claire", last_name="Martin"
+        username="claire",
+        password=PASSWORD,
+        first_name="Marie-Claire",
+        last_name="Delacroix-Beaumont",
     )
     user.groups.add(Group.objects.get(name="Comptables"))
     return user
@@ -158,7 +161,7 @@ def test_accountant_sets_email_send_mode_and_previews_the_letter(
     page.locator("form [type=submit]").click()
     expect(page).to_have_url(re.compile(r"/billing/debtors/"))
 
-    search = page.locator("input[type=search], input[name=q]").first
+    search = page.locator("input[type=search][name=q]")
     search.fill("horizon")
     search.press("Enter")
     page.wait_for_load_state()
