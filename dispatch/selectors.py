@@ -402,6 +402,11 @@ from .models import (  # noqa: E402
 _REASON_ORDER = [choice.value for choice in SkipReason]
 
 
+def skip_reason_rank(reason: str) -> int:
+    """Sort key of skip reasons: configuration ones first, each group in SkipReason order."""
+    return _reason_rank(reason)
+
+
 def _reason_rank(reason: str) -> int:
     position = _REASON_ORDER.index(reason) if reason in _REASON_ORDER else len(_REASON_ORDER)
     return position + (0 if reason in CONFIGURATION_REASONS else len(_REASON_ORDER) + 1)
@@ -597,14 +602,98 @@ def configuration_check(
 def configuration_to_fix_counts(
     *, establishments: Iterable[Establishment], now: dt.datetime
 ) -> dict[int, int | None]:
-    """Debtors skipped for a configuration reason by the next run, per establishment id.
+    """Debtors the next run skips for a configuration reason, per establishment id.
 
-    None for an establishment whose auto-send is off (no run, nothing to fix tonight).
+    The number `configuration_check` shows as "accounts to fix", for a list of many
+    establishments (the admin's changelist): the pending invoices of all of them are read
+    in one query and each debtor goes through `_decide`, the rule function of the nightly
+    planner, for its establishment's next business date. Configuration reasons are settled
+    there (the planner's later outbox lookups only turn letters into submissions or
+    "already sent"), so the count is the planner's; two queries whatever the number of
+    establishments and debtors. None for an establishment whose auto-send is off.
     """
-    return {
-        check.establishment.pk: check.to_fix_count if check.auto_send else None
-        for check in configuration_check(establishments=establishments, now=now)
+    establishments = list(establishments)
+    next_runs = establishment_next_runs(establishments=establishments, now=now)
+    counts: dict[int, int | None] = {
+        e.pk: (0 if e.auto_send_pending_invoices else None) for e in establishments
     }
+    active = {e.pk: e for e in establishments if e.auto_send_pending_invoices}
+    if not active:
+        return counts
+    # Each establishment up to its own business date, as the planner reads it.
+    scope = Q()
+    for pk in active:
+        scope |= Q(establishment_id=pk, issue_date__lte=next_runs[pk].business_date)
+    last_letter = (
+        Dispatch.objects.filter(
+            debtor=OuterRef("debtor"), channel=Channel.EMAIL, status=DispatchStatus.SENT
+        )
+        .order_by("-business_date")
+        .values("business_date")[:1]
+    )
+    rows = (
+        Invoice.objects.pending()
+        .filter(scope)
+        .annotate(last_letter_date=Subquery(last_letter))
+        .order_by("establishment_id", "debtor_id")
+        .values(
+            "establishment_id",
+            "due_date",
+            "amount_due",
+            "last_letter_date",
+            "debtor_id",
+            "debtor__contact_email",
+            "debtor__send_mode",
+            "debtor__paused_until",
+            "debtor__einvoicing_id",
+            "debtor__integration_id",
+            "debtor__integration__active",
+            "debtor__integration__establishment_id",
+        )
+        .iterator(chunk_size=STREAM_CHUNK_SIZE)
+    )
+    decisions: dict[int, tuple[DebtorDecision, dict]] = {}
+    for row in rows:
+        business_date = next_runs[row["establishment_id"]].business_date
+        entry = decisions.get(row["debtor_id"])
+        if entry is None:
+            decision = DebtorDecision(
+                debtor_id=row["debtor_id"],
+                account_number="",
+                name="",
+                recipient=row["debtor__contact_email"].strip(),
+                language="",
+                last_letter_date=row["last_letter_date"],
+                send_mode=row["debtor__send_mode"],
+                integration_id=row["debtor__integration_id"],
+                einvoicing_id=(row["debtor__einvoicing_id"] or "").strip(),
+            )
+            entry = decisions[row["debtor_id"]] = (decision, row)
+        entry[0].invoices.append(
+            PendingInvoice(
+                invoice_id=0,
+                number="",
+                issue_date=business_date,
+                due_date=row["due_date"],
+                gross_total=ZERO,
+                amount_due=cents(row["amount_due"]),
+                days_overdue=max(0, (business_date - row["due_date"]).days),
+                # Only chooses between "new invoices" and the reminder cadence, after every
+                # configuration rule: not needed for the count.
+                ever_sent=True,
+            )
+        )
+    for decision, row in decisions.values():
+        establishment = active[row["establishment_id"]]
+        _decide(
+            decision,
+            row=row,
+            establishment=establishment,
+            business_date=next_runs[establishment.pk].business_date,
+        )
+        if decision.reason in CONFIGURATION_REASONS:
+            counts[establishment.pk] += 1
+    return counts
 
 
 @dataclass(frozen=True)

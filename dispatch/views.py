@@ -93,7 +93,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
     for run in page.object_list:
         run.skipped_rows = [
             (reason, _reason_label(reason), count, reason in CONFIGURATION_REASONS)
-            for reason, count in (run.skipped_by_reason or {}).items()
+            for reason, count in sorted(
+                (run.skipped_by_reason or {}).items(),
+                key=lambda item: selectors.skip_reason_rank(item[0]),
+            )
         ]
     return render(
         request,

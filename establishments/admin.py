@@ -74,8 +74,8 @@ class EstablishmentAdmin(admin.ModelAdmin):
     def get_changelist_instance(self, request):
         """Count the debtors to fix for the page's establishments in one pass.
 
-        The planner runs once per establishment shown (a fixed few queries each, none per
-        debtor), here rather than in the column, which the admin calls row by row.
+        Here rather than in the column, which the admin calls row by row: two queries for
+        the whole page, whatever its number of establishments and debtors.
         """
         from dispatch.selectors import configuration_to_fix_counts
 

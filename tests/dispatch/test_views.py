@@ -22,7 +22,11 @@ from dispatch.models import (
     SkippedDebtor,
     SkipReason,
 )
-from dispatch.selectors import configuration_check, establishment_next_runs
+from dispatch.selectors import (
+    configuration_check,
+    configuration_to_fix_counts,
+    establishment_next_runs,
+)
 from dispatch.services import run_execute
 from tests.factories import DebtorAccountFactory, EstablishmentFactory, InvoiceFactory
 
@@ -480,6 +484,66 @@ def test_admin_changelist_shows_debtors_to_fix_tonight(admin_client_en, paris, l
     )
 
 
+def test_admin_count_is_the_configuration_checks_count(paris, lyon, tmp_path):
+    """The admin's set-based count and the check page's planner agree, reason by reason."""
+    now = dt.datetime(2026, 12, 4, 9, 0, tzinfo=dt.UTC)
+    inactive = Integration.objects.create(
+        establishment=paris, provider=Provider.SANDBOX, name="Old", active=False
+    )
+    active = Integration.objects.create(
+        establishment=paris,
+        provider=Provider.SANDBOX,
+        name="Demo",
+        active=True,
+        endpoint=str(tmp_path),
+    )
+    overdue = {"issue_date": dt.date(2026, 10, 1), "due_date": dt.date(2026, 10, 31)}
+    not_due = {"issue_date": dt.date(2026, 12, 1), "due_date": dt.date(2026, 12, 31)}
+    debtors = [
+        ({"contact_email": ""}, overdue),
+        ({"contact_email": "bad@@example"}, overdue),
+        ({"send_mode": SendMode.NONE}, overdue),
+        ({"paused_until": dt.date(2026, 12, 31), "pause_reason": "Litige"}, overdue),
+        ({"send_mode": SendMode.EINVOICING, "integration": inactive}, overdue),
+        ({"send_mode": SendMode.EINVOICING, "integration": active}, overdue),
+        # E-invoicing without email: a reminder it cannot get only when one is due.
+        (
+            {
+                "send_mode": SendMode.EINVOICING,
+                "integration": active,
+                "einvoicing_id": "1",
+                "contact_email": "",
+            },
+            overdue,
+        ),
+        (
+            {
+                "send_mode": SendMode.EINVOICING,
+                "integration": active,
+                "einvoicing_id": "2",
+                "contact_email": "",
+            },
+            not_due,
+        ),
+        ({}, overdue),
+    ]
+    for fields, dates in debtors:
+        InvoiceFactory(debtor=DebtorAccountFactory(establishment=paris, **fields), **dates)
+    InvoiceFactory(debtor=DebtorAccountFactory(establishment=lyon, contact_email=""))
+    # Issued after the business date: not pending for the run yet.
+    InvoiceFactory(
+        debtor=DebtorAccountFactory(establishment=lyon, contact_email=""),
+        issue_date=dt.date(2026, 12, 20),
+        due_date=dt.date(2026, 12, 30),
+    )
+
+    checks = configuration_check(establishments=[paris, lyon], now=now)
+    counts = configuration_to_fix_counts(establishments=[paris, lyon], now=now)
+
+    assert {c.establishment.pk: c.to_fix_count for c in checks} == counts
+    assert counts == {paris.pk: 7, lyon.pk: 1}
+
+
 def test_admin_changelist_queries_do_not_grow_with_debtors(admin_client_en, paris):
     url = reverse("admin:establishments_establishment_changelist")
     # One of each kind from the start: the planner looks up the outbox only when it has
@@ -492,7 +556,12 @@ def test_admin_changelist_queries_do_not_grow_with_debtors(admin_client_en, pari
     for _ in range(25):
         pending_invoice(DebtorAccountFactory(establishment=paris, contact_email=""))
         pending_invoice(DebtorAccountFactory(establishment=paris))
+    # Nor with establishments: the count is set-based, not a planner run per row.
+    for index in range(10):
+        other = EstablishmentFactory(code=f"other-{index}")
+        pending_invoice(DebtorAccountFactory(establishment=other, send_mode=SendMode.NONE))
     with CaptureQueriesContext(connection) as many:
         response = admin_client_en.get(url)
-    assert response.context["cl"].result_list[0].to_fix_tonight_count == 26
+    counts = {e.code: e.to_fix_tonight_count for e in response.context["cl"].result_list}
+    assert counts["paris"] == 26 and counts["other-3"] == 1
     assert len(many) == len(few)
