@@ -11,9 +11,11 @@ INSTALL_STAMP := $(VENV)/.installed-from-pyproject
 # The demo always runs on the default settings, whatever the calling shell exported.
 MANAGE := DJANGO_SETTINGS_MODULE=config.settings.base $(PY) manage.py
 
-# What WeasyPrint needs to render PDFs, gettext for compilemessages, and Debian's chromium
-# for the browser tests (Playwright drives it; `playwright install` is never used).
-SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core gettext chromium
+# What WeasyPrint needs to render PDFs, and gettext for compilemessages.
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core gettext
+# The browser tests drive Debian's chromium (never a downloaded browser); only `make test`
+# needs it, so `make demo` does not install it.
+TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium
 
 # Created by `manage.py seed_demo`, which prints them too.
 DEMO_USER := demo
@@ -38,7 +40,7 @@ else:
 endef
 export MAIL_DESTINATION_PY
 
-.PHONY: help system-deps install .venv messages demo serve services test lint
+.PHONY: help system-deps test-system-deps install-debian-packages install .venv messages demo serve services test lint
 
 help:
 	@echo "make demo      install everything, seed demo hotels on SQLite, send tonight's letters"
@@ -49,12 +51,18 @@ help:
 
 # Installs only the Debian packages that are missing, so a machine that has them needs no root.
 system-deps:
+	@$(MAKE) --no-print-directory install-debian-packages PACKAGES="$(SYSTEM_PACKAGES)"
+
+test-system-deps:
+	@$(MAKE) --no-print-directory install-debian-packages PACKAGES="$(TEST_SYSTEM_PACKAGES)"
+
+install-debian-packages:
 	@if ! command -v dpkg-query >/dev/null; then \
-	    echo "system-deps: not a Debian system; install by hand the equivalents of: $(SYSTEM_PACKAGES)"; \
+	    echo "system-deps: not a Debian system; install by hand the equivalents of: $(PACKAGES)"; \
 	    exit 0; \
 	fi; \
 	missing=(); \
-	for package in $(SYSTEM_PACKAGES); do \
+	for package in $(PACKAGES); do \
 	    status=$$(dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null || true); \
 	    [[ $$status == "install ok installed" ]] || missing+=("$$package"); \
 	done; \
@@ -131,7 +139,7 @@ services:
 # pytest takes config.settings.test from pyproject.toml; an exported DJANGO_SETTINGS_MODULE
 # would override it. Exit code 5 means no test was collected, which is not a failure of
 # the services or the code.
-test: system-deps install messages services
+test: test-system-deps install messages services
 	@rc=0; env -u DJANGO_SETTINGS_MODULE $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "test: pytest collected no tests"; rc=0; fi; \
 	exit $$rc
