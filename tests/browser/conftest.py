@@ -1,6 +1,6 @@
 """Browser tests: Playwright driving Debian's chromium against pytest-django's live server.
 
-The browser is the system's `chromium` (installed by `make system-deps`, which `make test`
+The browser is the system's `chromium` (installed by `make test-system-deps`, which `make test`
 runs); a browser downloaded by `playwright install` is never used.
 """
 
@@ -76,7 +76,7 @@ def browser(_allow_sync_orm_with_playwright):
     if executable is None:
         pytest.fail(
             "Debian's chromium is not installed (no `chromium` on PATH): run "
-            "`make system-deps` (`make test` runs it). Never `playwright install`.",
+            "`make test-system-deps` (`make test` runs it). Never `playwright install`.",
             pytrace=False,
         )
     from playwright.sync_api import sync_playwright
