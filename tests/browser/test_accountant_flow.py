@@ -30,9 +30,10 @@ PASSWORD = "browser-test-2026"
 
 def french(text) -> str:
     """A source string as the French pages show it (English when the catalogue is not
-    compiled: the server shows the same then)."""
+    compiled: the server shows the same then). Plain strings are looked up in the
+    catalogue; lazy ones (verbose names) translate themselves."""
     with translation.override("fr"):
-        return str(text)
+        return translation.gettext(text) if isinstance(text, str) else str(text)
 
 
 def log_in(page, *, path: str, username: str) -> None:
