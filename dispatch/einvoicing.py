@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import Q
@@ -32,11 +33,19 @@ logger = logging.getLogger(__name__)
 REJECTION_CODES = {LifecycleCode.REJECTED}
 
 
+@dataclass
+class LifecycleRecorded:
+    # Stored now or already in the history: safe to acknowledge to the platform.
+    handled: list[StatusUpdate] = field(default_factory=list)
+    # How many of them were new history rows.
+    added: int = 0
+
+
 @transaction.atomic
 def lifecycle_record(
     *, integration: Integration, updates: Iterable[StatusUpdate], source: str
-) -> list[StatusUpdate]:
-    """Append each update to its submission's history; return those that were handled.
+) -> LifecycleRecorded:
+    """Append each update to its submission's history; say which were handled, how many new.
 
     Handled: stored now, or already in the history under the same event id (platforms
     that return the whole history on every poll, an inbox file read twice). Updates for
@@ -44,7 +53,7 @@ def lifecycle_record(
     not acknowledge them to the platform.
     """
     valid_codes = set(LifecycleCode.values)
-    stored: list[StatusUpdate] = []
+    result = LifecycleRecorded()
     for update in updates:
         if update.code not in valid_codes:
             logger.warning("integration %s: unknown status code %r", integration.pk, update.code)
@@ -71,7 +80,7 @@ def lifecycle_record(
             continue
         event_id = update.event_id[:200]
         if event_id and dispatch.lifecycle.filter(event_id=event_id).exists():
-            stored.append(update)
+            result.handled.append(update)
             continue
         LifecycleEvent.objects.create(
             dispatch=dispatch,
@@ -91,8 +100,9 @@ def lifecycle_record(
                 dispatch=dispatch, kind=EventKind.REJECTED, message=dispatch.last_error
             )
         dispatch.save(update_fields=fields)
-        stored.append(update)
-    return stored
+        result.handled.append(update)
+        result.added += 1
+    return result
 
 
 class IntegrationUnavailable(ConfigurationError):
@@ -154,20 +164,18 @@ def einvoice_poll(*, integration: Integration) -> int:
     )
     connector = connector_for(integration)
     updates = connector.fetch_statuses(platform_refs=refs)
-    before = LifecycleEvent.objects.filter(dispatch__integration=integration).count()
-    stored = lifecycle_record(
+    recorded = lifecycle_record(
         integration=integration, updates=updates, source=LifecycleEvent.Source.POLL
     )
-    added = LifecycleEvent.objects.filter(dispatch__integration=integration).count() - before
     # Acknowledged only once stored (committed), so nothing is lost if we stop between. A
     # failed acknowledgement leaves the file for the next poll, which stores it again
     # only as a repeated status.
-    for update in stored:
+    for update in recorded.handled:
         try:
             connector.acknowledge(update)
         except ConnectorError as exc:
             logger.warning("integration %s: acknowledgement failed: %s", integration.pk, exc)
-    return added
+    return recorded.added
 
 
 def einvoice_report_cashed(*, invoice_id: int) -> int:

@@ -85,6 +85,7 @@ class DebtorDecision:
     provider: str = ""
     einvoicing_id: str = ""
     submissions: list[PendingInvoice] = field(default_factory=list)
+    establishment_id: int | None = None
 
     @property
     def channel_label(self) -> str:
@@ -125,8 +126,9 @@ def _is_valid_email(value: str) -> bool:
 
 
 def _pending_rows(
-    *, establishment: Establishment, business_date: dt.date, debtor_ids: list[int] | None = None
+    *, business_dates: dict[int, dt.date], debtor_ids: list[int] | None = None
 ) -> Iterator[dict]:
+    """Pending invoices of each establishment id issued up to its business date, one query."""
     sent_items = DispatchItem.objects.filter(
         invoice=OuterRef("pk"), dispatch__status=DispatchStatus.SENT
     )
@@ -137,16 +139,18 @@ def _pending_rows(
         .order_by("-business_date")
         .values("business_date")[:1]
     )
-    invoices = Invoice.objects.pending().filter(
-        establishment=establishment, issue_date__lte=business_date
-    )
+    scope = Q()
+    for establishment_id, business_date in business_dates.items():
+        scope |= Q(establishment_id=establishment_id, issue_date__lte=business_date)
+    invoices = Invoice.objects.pending().filter(scope)
     if debtor_ids is not None:
         invoices = invoices.filter(debtor_id__in=debtor_ids)
     return (
         invoices.annotate(ever_sent=Exists(sent_items), last_letter_date=Subquery(last_letter))
-        .order_by("debtor_id", "due_date", "number")
+        .order_by("establishment_id", "debtor_id", "due_date", "number")
         .values(
             "id",
+            "establishment_id",
             "number",
             "issue_date",
             "due_date",
@@ -241,21 +245,22 @@ def _batched(items: list, size: int = BATCH_SIZE) -> Iterable[list]:
         yield items[start : start + size]
 
 
-def establishment_plan_letters(
+def _decided_debtors(
     *,
-    establishment: Establishment,
-    business_date: dt.date,
+    establishments: dict[int, Establishment],
+    business_dates: dict[int, dt.date],
     debtor_ids: list[int] | None = None,
-) -> EstablishmentPlan:
-    """Decide, for every debtor with pending invoices, whether it gets a letter tonight.
+) -> list[DebtorDecision]:
+    """Every debtor with pending invoices, grouped from the rows and put through `_decide`.
 
-    `debtor_ids` restricts the plan to those debtors ("send now" for one account).
+    Shared by the nightly planner (one establishment) and the admin's count of accounts to
+    fix (many establishments at once), so both apply the very same rules.
     """
     decisions: dict[int, DebtorDecision] = {}
     first_rows: dict[int, dict] = {}
-    for row in _pending_rows(
-        establishment=establishment, business_date=business_date, debtor_ids=debtor_ids
-    ):
+    for row in _pending_rows(business_dates=business_dates, debtor_ids=debtor_ids):
+        establishment = establishments[row["establishment_id"]]
+        business_date = business_dates[establishment.pk]
         debtor_id = row["debtor_id"]
         decision = decisions.get(debtor_id)
         if decision is None:
@@ -270,6 +275,7 @@ def establishment_plan_letters(
                 integration_id=row["debtor__integration_id"],
                 provider=row["debtor__integration__provider"] or "",
                 einvoicing_id=(row["debtor__einvoicing_id"] or "").strip(),
+                establishment_id=establishment.pk,
             )
             decisions[debtor_id] = decision
             first_rows[debtor_id] = row
@@ -285,19 +291,37 @@ def establishment_plan_letters(
                 ever_sent=row["ever_sent"],
             )
         )
-
-    letters: list[DebtorDecision] = []
-    skips: list[DebtorDecision] = []
     for debtor_id, decision in decisions.items():
         _decide(
             decision,
             row=first_rows[debtor_id],
-            establishment=establishment,
-            business_date=business_date,
+            establishment=establishments[decision.establishment_id],
+            business_date=business_dates[decision.establishment_id],
         )
+    return list(decisions.values())
+
+
+def establishment_plan_letters(
+    *,
+    establishment: Establishment,
+    business_date: dt.date,
+    debtor_ids: list[int] | None = None,
+) -> EstablishmentPlan:
+    """Decide, for every debtor with pending invoices, whether it gets a letter tonight.
+
+    `debtor_ids` restricts the plan to those debtors ("send now" for one account).
+    """
+    decided = _decided_debtors(
+        establishments={establishment.pk: establishment},
+        business_dates={establishment.pk: business_date},
+        debtor_ids=debtor_ids,
+    )
+    letters: list[DebtorDecision] = []
+    skips: list[DebtorDecision] = []
+    for decision in decided:
         (skips if decision.reason else letters).append(decision)
 
-    submitters = _plan_submissions(decisions.values(), establishment=establishment)
+    submitters = _plan_submissions(decided, establishment=establishment)
     served = {d.debtor_id for d in submitters}
     # A debtor whose invoices go out as e-invoices tonight is served, even without a
     # reminder; a reminder it cannot get for a configuration problem stays visible.
@@ -372,7 +396,11 @@ def _plan_submissions(decisions, *, establishment: Establishment) -> list[Debtor
 
 
 def dispatch_ids_due(
-    *, now: dt.datetime, establishment_id: int | None = None, limit: int | None = None
+    *,
+    now: dt.datetime,
+    establishment_id: int | None = None,
+    debtor_ids: list[int] | None = None,
+    limit: int | None = None,
 ) -> list[int]:
     """Dispatches waiting to be sent: planned, or a retry whose time has come."""
     qs = Dispatch.objects.filter(
@@ -380,6 +408,8 @@ def dispatch_ids_due(
     )
     if establishment_id is not None:
         qs = qs.filter(establishment_id=establishment_id)
+    if debtor_ids is not None:
+        qs = qs.filter(debtor_id__in=debtor_ids)
     ids = qs.order_by("id").values_list("id", flat=True)
     return list(ids[:limit] if limit else ids)
 
@@ -606,8 +636,8 @@ def configuration_to_fix_counts(
 
     The number `configuration_check` shows as "accounts to fix", for a list of many
     establishments (the admin's changelist): the pending invoices of all of them are read
-    in one query and each debtor goes through `_decide`, the rule function of the nightly
-    planner, for its establishment's next business date. Configuration reasons are settled
+    in one query and each debtor goes through `_decided_debtors`, the nightly planner's own
+    rules, for its establishment's next business date. Configuration reasons are settled
     there (the planner's later outbox lookups only turn letters into submissions or
     "already sent"), so the count is the planner's; two queries whatever the number of
     establishments and debtors. None for an establishment whose auto-send is off.
@@ -620,79 +650,13 @@ def configuration_to_fix_counts(
     active = {e.pk: e for e in establishments if e.auto_send_pending_invoices}
     if not active:
         return counts
-    # Each establishment up to its own business date, as the planner reads it.
-    scope = Q()
-    for pk in active:
-        scope |= Q(establishment_id=pk, issue_date__lte=next_runs[pk].business_date)
-    last_letter = (
-        Dispatch.objects.filter(
-            debtor=OuterRef("debtor"), channel=Channel.EMAIL, status=DispatchStatus.SENT
-        )
-        .order_by("-business_date")
-        .values("business_date")[:1]
+    decided = _decided_debtors(
+        establishments=active,
+        business_dates={pk: next_runs[pk].business_date for pk in active},
     )
-    rows = (
-        Invoice.objects.pending()
-        .filter(scope)
-        .annotate(last_letter_date=Subquery(last_letter))
-        .order_by("establishment_id", "debtor_id")
-        .values(
-            "establishment_id",
-            "due_date",
-            "amount_due",
-            "last_letter_date",
-            "debtor_id",
-            "debtor__contact_email",
-            "debtor__send_mode",
-            "debtor__paused_until",
-            "debtor__einvoicing_id",
-            "debtor__integration_id",
-            "debtor__integration__active",
-            "debtor__integration__establishment_id",
-        )
-        .iterator(chunk_size=STREAM_CHUNK_SIZE)
-    )
-    decisions: dict[int, tuple[DebtorDecision, dict]] = {}
-    for row in rows:
-        business_date = next_runs[row["establishment_id"]].business_date
-        entry = decisions.get(row["debtor_id"])
-        if entry is None:
-            decision = DebtorDecision(
-                debtor_id=row["debtor_id"],
-                account_number="",
-                name="",
-                recipient=row["debtor__contact_email"].strip(),
-                language="",
-                last_letter_date=row["last_letter_date"],
-                send_mode=row["debtor__send_mode"],
-                integration_id=row["debtor__integration_id"],
-                einvoicing_id=(row["debtor__einvoicing_id"] or "").strip(),
-            )
-            entry = decisions[row["debtor_id"]] = (decision, row)
-        entry[0].invoices.append(
-            PendingInvoice(
-                invoice_id=0,
-                number="",
-                issue_date=business_date,
-                due_date=row["due_date"],
-                gross_total=ZERO,
-                amount_due=cents(row["amount_due"]),
-                days_overdue=max(0, (business_date - row["due_date"]).days),
-                # Only chooses between "new invoices" and the reminder cadence, after every
-                # configuration rule: not needed for the count.
-                ever_sent=True,
-            )
-        )
-    for decision, row in decisions.values():
-        establishment = active[row["establishment_id"]]
-        _decide(
-            decision,
-            row=row,
-            establishment=establishment,
-            business_date=next_runs[establishment.pk].business_date,
-        )
+    for decision in decided:
         if decision.reason in CONFIGURATION_REASONS:
-            counts[establishment.pk] += 1
+            counts[decision.establishment_id] += 1
     return counts
 
 

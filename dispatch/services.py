@@ -235,13 +235,9 @@ def run_execute(
         run.save(
             update_fields=["planned_count", "skipped_count", "skipped_by_reason", "finished_at"]
         )
-        due_ids = dispatch_ids_due(now=now, establishment_id=establishment.pk)
-        if debtor_ids is not None:
-            due_ids = list(
-                Dispatch.objects.filter(pk__in=due_ids, debtor_id__in=debtor_ids).values_list(
-                    "pk", flat=True
-                )
-            )
+        due_ids = dispatch_ids_due(
+            now=now, establishment_id=establishment.pk, debtor_ids=debtor_ids
+        )
         if enqueue:
             transaction.on_commit(lambda: _enqueue_sends(due_ids))
     created_ids = [d.pk for d in [*dispatches, *submissions]]
@@ -573,17 +569,23 @@ def due_establishments_process(*, now: dt.datetime | None = None) -> dict:
 
     now = now or timezone.now()
     interrupted = dispatch_settle_interrupted(now=now)
-    planned: list[tuple[str, str]] = []
+    due = {}
     for establishment in Establishment.objects.filter(auto_send_pending_invoices=True):
         business_date = establishment_business_date(establishment=establishment, now=now)
-        if business_date is None:
-            continue
-        if Run.objects.filter(
-            establishment=establishment,
-            business_date=business_date,
+        if business_date is not None:
+            due[establishment] = business_date
+    # Which of them already had their night, in one query whatever their number.
+    done = set(
+        Run.objects.filter(
+            establishment__in=list(due),
+            business_date__in=set(due.values()),
             trigger__in=FULL_RUN_TRIGGERS,
             finished_at__isnull=False,
-        ).exists():
+        ).values_list("establishment_id", "business_date")
+    )
+    planned: list[tuple[str, str]] = []
+    for establishment, business_date in due.items():
+        if (establishment.pk, business_date) in done:
             continue
         planned.append((establishment.code, business_date.isoformat()))
         plan_establishment_task.delay(establishment.pk, business_date.isoformat())

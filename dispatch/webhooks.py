@@ -58,15 +58,15 @@ def webhook_receive(
                 fresh.append((event, update))
             else:
                 ignored += 1
-        stored = lifecycle_record(
+        recorded = lifecycle_record(
             integration=integration,
             updates=[update for _, update in fresh],
             source=LifecycleEvent.Source.WEBHOOK,
         )
-        stored_ids = {update.event_id for update in stored}
+        stored_ids = {update.event_id for update in recorded.handled}
         unmatched = [event.pk for event, update in fresh if update.event_id not in stored_ids]
         WebhookEvent.objects.filter(pk__in=unmatched).delete()
-    return {"stored": len(stored), "ignored": ignored, "unmatched": len(unmatched)}
+    return {"stored": len(recorded.handled), "ignored": ignored, "unmatched": len(unmatched)}
 
 
 @csrf_exempt

@@ -293,10 +293,10 @@ def test_a_status_seen_twice_is_stored_once(hotel, sandbox, debtor):
     dispatch = Dispatch.objects.get(channel=Channel.EINVOICE)
     update = StatusUpdate(code="204", platform_ref=dispatch.platform_ref, event_id="evt-204")
     for _ in range(2):
-        handled = lifecycle_record(
+        recorded = lifecycle_record(
             integration=sandbox, updates=[update], source=LifecycleEvent.Source.POLL
         )
-        assert handled == [update]  # handled both times, so it is acknowledged
+        assert recorded.handled == [update]  # handled both times, so it is acknowledged
     assert list(dispatch.lifecycle.values_list("code", flat=True)) == ["200", "204"]
 
 

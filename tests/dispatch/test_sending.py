@@ -470,3 +470,23 @@ def test_outcome_is_recorded_even_if_the_database_refuses_at_first(settings, cap
     assert result.dispatch.status == DispatchStatus.SENT
     assert "recording the outcome failed, retrying" in caplog.text
     assert len(mail.outbox) == 1
+
+
+def _hourly_job_queries(count: int) -> int:
+    now = dt.datetime(2026, 12, 5, 6, 30, tzinfo=dt.UTC)
+    for n in range(count):
+        establishment = EstablishmentFactory(code=f"done-{count}-{n}", time_zone="Europe/Paris")
+        Run.objects.create(
+            establishment=establishment,
+            business_date=dt.date(2026, 12, 5),
+            trigger=RunTrigger.SCHEDULE,
+            finished_at=now,
+        )
+    with CaptureQueriesContext(connection) as queries:
+        result = due_establishments_process(now=now)
+    assert result["planned"] == []
+    return len(queries)
+
+
+def test_hourly_job_query_count_does_not_grow_with_establishments():
+    assert _hourly_job_queries(2) == _hourly_job_queries(8)

@@ -483,8 +483,8 @@ def test_poll_records_statuses_and_acknowledges_only_what_was_stored(bavel, inte
     )
 
     updates = connector.fetch_statuses(platform_refs=[ours])
-    stored = lifecycle_record(integration=integration, updates=updates, source="bavel-inbox")
-    for update in stored:
+    recorded = lifecycle_record(integration=integration, updates=updates, source="bavel-inbox")
+    for update in recorded.handled:
         connector.acknowledge(update)
 
     assert sorted(bavel.inbox) == ["R3.json", "R4.json"]

@@ -253,8 +253,8 @@ def test_polled_statuses_reach_the_dispatch_history(tmp_path):
     _edit_status(tmp_path, "207", message="En litige")
 
     updates = connector.fetch_statuses(platform_refs=[dispatch.platform_ref])
-    stored = lifecycle_record(integration=integration, updates=updates, source="poll")
-    for update in stored:
+    recorded = lifecycle_record(integration=integration, updates=updates, source="poll")
+    for update in recorded.handled:
         connector.acknowledge(update)
 
     dispatch.refresh_from_db()
@@ -280,7 +280,8 @@ def test_a_status_the_receipt_comes_back_to_is_a_new_event(tmp_path):
 
     def poll():
         updates = connector.fetch_statuses(platform_refs=[dispatch.platform_ref])
-        for update in lifecycle_record(integration=integration, updates=updates, source="poll"):
+        recorded = lifecycle_record(integration=integration, updates=updates, source="poll")
+        for update in recorded.handled:
             connector.acknowledge(update)
 
     codes = ["205", "207", "205", "207", "205"]
